@@ -1,0 +1,1 @@
+"""Losses beyond the heads' cross-entropy: center, triplet, prelogits norm, SeqFace."""

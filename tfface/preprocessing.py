@@ -1,0 +1,67 @@
+"""The preprocessing contract: one named standardization per model, applied in-graph.
+
+A model records the name of its standardization and its image size when it is built
+(:class:`Standardize` is the first layer of every embedder), so training, evaluation and the
+exported SavedModel apply exactly the same function to raw pixels in [0, 255].
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+
+def fixed_image_standardization(images: tf.Tensor) -> tf.Tensor:
+    """``(x - 127.5) / 128`` (facenet's ``--use_fixed_image_standardization``)."""
+    return (tf.cast(images, tf.float32) - 127.5) / 128.0
+
+
+def prewhiten(images: tf.Tensor) -> tf.Tensor:
+    """Per-image zero mean, unit variance (facenet's ``prewhiten``).
+
+    The standard deviation is floored at ``1/sqrt(number of values)`` as facenet does, so a
+    flat image does not divide by zero. Works on one image (H, W, C) or a batch (B, H, W, C).
+    """
+    x = tf.cast(images, tf.float32)
+    axes = [-3, -2, -1]
+    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+    std = tf.math.reduce_std(x, axis=axes, keepdims=True)
+    size = tf.cast(tf.reduce_prod(tf.shape(x)[-3:]), tf.float32)
+    return (x - mean) / tf.maximum(std, tf.math.rsqrt(size))
+
+
+def minus_one_to_one(images: tf.Tensor) -> tf.Tensor:
+    """``(x - 127.5) / 127.5`` (InsightFace / MultiFace)."""
+    return (tf.cast(images, tf.float32) - 127.5) / 127.5
+
+
+STANDARDIZATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "fixed_image_standardization": fixed_image_standardization,
+    "prewhiten": prewhiten,
+    "minus_one_to_one": minus_one_to_one,
+}
+
+
+def get_standardization(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Returns the standardization function called ``name``."""
+    if name not in STANDARDIZATIONS:
+        raise ValueError(f"unknown standardization {name!r}; expected one of {sorted(STANDARDIZATIONS)}")
+    return STANDARDIZATIONS[name]
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class Standardize(keras.layers.Layer):
+    """Applies the named standardization to pixels in [0, 255]; always computes in float32."""
+
+    def __init__(self, standardization: str = "fixed_image_standardization", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.standardization = standardization
+        self._fn = get_standardization(standardization)
+
+    def call(self, images):
+        return self._fn(images)
+
+    def get_config(self):
+        return {**super().get_config(), "standardization": self.standardization}

@@ -1,0 +1,1 @@
+"""tfface_align: MTCNN face detection and landmark alignment in TensorFlow 2."""

@@ -55,8 +55,9 @@ class ArcFace(keras.layers.Layer):
         else:
             fallback = cos - self.margin * math.sin(math.pi - self.margin)
             target = tf.where(cos > math.cos(math.pi - self.margin), cos_m, fallback)
-        onehot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes, dtype=tf.bool)
-        return self.scale * tf.where(onehot, target, cos)
+        labels = tf.cast(tf.reshape(labels, [-1, 1]), tf.int32)
+        is_target = tf.equal(labels, tf.range(self.num_classes, dtype=tf.int32)[None, :])
+        return self.scale * tf.where(is_target, target, cos)
 
     def get_config(self):
         return {

@@ -1,6 +1,29 @@
-"""Margin heads: Keras layers called as ``head([embeddings, labels]) -> logits``."""
-from tfface.heads.arcface import ArcFace
-from tfface.heads.loss import head_loss, head_predictions
-from tfface.heads.registry import get_head, list_heads, register_head
+"""Margin heads: Keras layers called as ``head([embeddings, labels]) -> logits``.
 
-__all__ = ["ArcFace", "head_loss", "head_predictions", "get_head", "list_heads", "register_head"]
+Registry names (``get_head(name, num_classes, **kw)``): ``softmax``, ``normface``,
+``sphereface``, ``cosface``, ``arcface``, ``combined``, ``multihead``.
+"""
+from tfface.heads.arcface import ArcFace
+from tfface.heads.base import NormalizedHead
+from tfface.heads.loss import head_loss, head_predictions
+from tfface.heads.margins import CombinedMargin, CosFace, NormFace
+from tfface.heads.multihead import MultiHead
+from tfface.heads.registry import get_head, list_heads, register_head
+from tfface.heads.softmax import Softmax
+from tfface.heads.sphereface import SphereFace
+
+__all__ = [
+    "ArcFace",
+    "CombinedMargin",
+    "CosFace",
+    "MultiHead",
+    "NormFace",
+    "NormalizedHead",
+    "Softmax",
+    "SphereFace",
+    "get_head",
+    "head_loss",
+    "head_predictions",
+    "list_heads",
+    "register_head",
+]

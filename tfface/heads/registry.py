@@ -23,8 +23,13 @@ def list_heads() -> list[str]:
     return sorted(_HEADS)
 
 
-def get_head(name: str, num_classes: int, **kwargs) -> keras.layers.Layer:
-    """Builds head ``name`` for ``num_classes`` classes."""
+def get_head_class(name: str) -> type[keras.layers.Layer]:
+    """The layer class registered under ``name``."""
     if name not in _HEADS:
         raise ValueError(f"unknown head {name!r}; expected one of {list_heads()}")
-    return _HEADS[name](num_classes, **kwargs)
+    return _HEADS[name]
+
+
+def get_head(name: str, num_classes: int, **kwargs) -> keras.layers.Layer:
+    """Builds head ``name`` for ``num_classes`` classes."""
+    return get_head_class(name)(num_classes, **kwargs)

@@ -1,0 +1,111 @@
+"""Shared machinery of the heads: float32 compute, class-centre kernel, target angles.
+
+Every head is a Keras layer called as ``head([embeddings, labels]) -> logits``. A label of -1
+means "no target" (no margin on that row): SeqFace passes -1 for frames of unlabelled
+sequences (see :func:`tfface.losses.mask_sequence_labels`).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+# Squared norms below this are treated as zero inside square roots (keeps gradients finite).
+_TINY = 1e-30
+
+
+def head_dtype(dtype=None) -> str:
+    """Compute dtype of a head: float64 when asked for, otherwise float32 (also under mixed policies)."""
+    if dtype is None:
+        return "float32"
+    policy = keras.dtype_policies.get(dtype)
+    return "float64" if policy.compute_dtype == "float64" else "float32"
+
+
+def safe_sqrt(x: tf.Tensor) -> tf.Tensor:
+    """``sqrt(x)`` with a finite gradient at 0 (and 0 for negative round-off)."""
+    return tf.sqrt(tf.maximum(x, _TINY))
+
+
+def target_mask(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """(B, C) bool, True at ``[i, labels[i]]``; an all-False row for a label of -1."""
+    labels = tf.cast(tf.reshape(labels, [-1, 1]), tf.int32)
+    return tf.equal(labels, tf.range(num_classes, dtype=tf.int32)[None, :])
+
+
+class NormalizedHead(keras.layers.Layer):
+    """Base of the heads on the unit hypersphere: cos(theta) between embedding and class centre.
+
+    Class centres are the columns of ``kernel``, shape (embedding_dim, num_classes), L2-normalised
+    on every call. The head computes in float32 even under a ``mixed_float16`` policy. Subclasses
+    implement :meth:`target_logit` (the target logit before scaling, from the target cosine and
+    angle); the other logits are ``scale * cos(theta)``.
+
+    The target angle is computed from the half-angle identity
+    ``theta = 2 * atan2(||x - w||, ||x + w||)`` on the gathered target centre, which is accurate
+    near 0 and near pi (where ``acos`` loses all precision and has an infinite derivative).
+
+    Args:
+        num_classes: number of identities C.
+        scale: s, the radius of the hypersphere the logits live on.
+        normalize_input: L2-normalise the embeddings (True). False takes them as given, as
+            MultiFace does after normalising the whole vector; then the "cosine" is
+            ``x . w / ||w||`` clipped to [-1, 1] and the angle its arccos.
+    """
+
+    def __init__(self, num_classes: int, scale: float = 64.0, normalize_input: bool = True, **kwargs):
+        kwargs["dtype"] = head_dtype(kwargs.get("dtype"))
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.scale = float(scale)
+        self.normalize_input = bool(normalize_input)
+
+    def build(self, input_shape):
+        dim = int(input_shape[0][-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(dim, self.num_classes), initializer=keras.initializers.GlorotUniform()
+        )
+
+    def cosines(self, embeddings: tf.Tensor, labels: tf.Tensor):
+        """Returns ``cos`` (B, C), the target cosine and angle (B,), and the target mask (B, C)."""
+        dtype = self.compute_dtype
+        x = tf.cast(embeddings, dtype)
+        if self.normalize_input:
+            x = tf.math.l2_normalize(x, axis=1)
+        w = tf.math.l2_normalize(tf.cast(self.kernel, dtype), axis=0)
+        cos = tf.clip_by_value(tf.matmul(x, w), -1.0, 1.0)
+        mask = target_mask(labels, self.num_classes)
+        # Label -1 gathers column 0; the mask keeps that row margin-free.
+        safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
+        w_t = tf.transpose(tf.gather(w, safe_labels, axis=1))
+        cos_t = tf.reduce_sum(tf.where(mask, cos, tf.zeros_like(cos)), axis=1)
+        if self.normalize_input:
+            theta_t = 2.0 * tf.atan2(
+                safe_sqrt(tf.reduce_sum(tf.square(x - w_t), axis=1)),
+                safe_sqrt(tf.reduce_sum(tf.square(x + w_t), axis=1)),
+            )
+        else:
+            theta_t = tf.atan2(safe_sqrt(1.0 - tf.square(cos_t)), cos_t)
+        return cos, cos_t, theta_t, mask
+
+    def target_logit(self, cos_t: tf.Tensor, theta_t: tf.Tensor) -> tf.Tensor:
+        """Target logit before scaling, from cos(theta_y) and theta_y, each (B,)."""
+        raise NotImplementedError
+
+    def call(self, inputs, training=None):
+        embeddings, labels = inputs
+        cos, cos_t, theta_t, mask = self.cosines(embeddings, labels)
+        target = self.target_logit(cos_t, theta_t)
+        return self.scale * tf.where(mask, target[:, None], cos)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.num_classes)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "scale": self.scale,
+            "normalize_input": self.normalize_input,
+        }

@@ -1,0 +1,160 @@
+"""SphereFace: A-Softmax, the multiplicative angular margin, with SphereFace-Caffe's annealing."""
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfface.heads.base import NormalizedHead, safe_sqrt, target_mask
+from tfface.heads.registry import register_head
+
+
+def _chebyshev_u(m: int, c: tf.Tensor) -> tf.Tensor:
+    """U_{m-1}(c), so that d cos(m theta) / d cos(theta) = m * U_{m-1}(cos theta)."""
+    return {1: tf.ones_like(c), 2: 2.0 * c, 3: 4.0 * c * c - 1.0, 4: 8.0 * c * c * c - 4.0 * c}[m]
+
+
+@register_head("sphereface")
+class SphereFace(NormalizedHead):
+    """A-Softmax: target logit ``||x|| (lambda cos(theta) + psi(theta)) / (1 + lambda)``.
+
+    Paper: "SphereFace: Deep Hypersphere Embedding for Face Recognition" (Liu et al., CVPR 2017),
+    https://arxiv.org/abs/1704.08063.
+
+    Class centres (columns of ``kernel``, (embedding_dim, num_classes)) are L2-normalised, the
+    embedding x is not: non-target logits are ``||x|| cos(theta) = x . w``. With margin m and
+    ``k = floor(m theta / pi)`` (so theta is in [k pi/m, (k+1) pi/m]),
+    ``psi(theta) = (-1)^k cos(m theta) - 2k``, monotonically decreasing on [0, pi].
+
+    ``lambda`` anneals as in SphereFace-Caffe's ``MarginInnerProduct`` layer:
+    ``lambda = max(base * (1 + gamma * iteration)^(-power), lambda_min)``, where ``iteration``
+    is the layer's own counter (a non-trainable int64 weight, saved in checkpoints). **Every
+    call with ``training=True`` first increments the counter** (as Caffe does at each forward),
+    so the trainer must call the head exactly once per step with ``training=True``; evaluation
+    calls (``training`` False/None) use the current lambda without incrementing.
+
+    Gradient: exact by default. ``normalize_gradient=True`` reproduces the seed's backward:
+    writing the gradient of the margin term ``||x|| psi`` w.r.t. x as ``a w + b x`` it uses
+    ``(a w + b x) / sqrt(a^2 + b^2)`` (a = psi'(cos), b = (psi - cos psi') / ||x||), and w.r.t.
+    the normalised centre it uses the inner-product gradient ``x`` (Caffe's weight gradient), so
+    the step size no longer grows with the polynomial's degree.
+
+    Args:
+        num_classes: number of identities C.
+        margin: m, an integer in {1, 2, 3, 4}.
+        base, gamma, power, lambda_min: the annealing schedule above (Caffe's defaults).
+        normalize_gradient: the seed's gradient-scale normalisation (see above).
+
+    Example:
+        >>> head = SphereFace(10, margin=4)
+        >>> logits = head([tf.random.normal((4, 512)), tf.constant([0, 1, 2, 9])], training=True)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        margin: int = 4,
+        base: float = 1000.0,
+        gamma: float = 0.12,
+        power: float = 1.0,
+        lambda_min: float = 5.0,
+        normalize_gradient: bool = False,
+        **kwargs,
+    ):
+        kwargs.pop("scale", None)
+        kwargs.pop("normalize_input", None)
+        super().__init__(num_classes, scale=1.0, normalize_input=True, **kwargs)
+        if int(margin) not in (1, 2, 3, 4) or int(margin) != margin:
+            raise ValueError(f"margin: expected an integer in {{1, 2, 3, 4}}, got {margin}")
+        self.margin = int(margin)
+        self.base, self.gamma, self.power = float(base), float(gamma), float(power)
+        self.lambda_min = float(lambda_min)
+        self.normalize_gradient = bool(normalize_gradient)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.iteration = self.add_weight(
+            name="iteration", shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    def current_lambda(self) -> tf.Tensor:
+        """lambda for the current value of the iteration counter."""
+        it = tf.cast(self.iteration, self.compute_dtype)
+        lam = self.base * tf.pow(1.0 + self.gamma * it, -self.power)
+        return tf.maximum(lam, tf.cast(self.lambda_min, self.compute_dtype))
+
+    def psi(self, theta: tf.Tensor) -> tf.Tensor:
+        """psi(theta) = (-1)^k cos(m theta) - 2k, k = floor(m theta / pi) clipped to [0, m-1]."""
+        m = self.margin
+        k = tf.clip_by_value(tf.floor(m * theta / math.pi), 0.0, m - 1.0)
+        sign = 1.0 - 2.0 * tf.math.floormod(k, 2.0)
+        return sign * tf.cos(m * theta) - 2.0 * k
+
+    def _margin_term(self, x: tf.Tensor, w_t: tf.Tensor) -> tf.Tensor:
+        """``||x|| psi(theta)`` (B,) between rows of x and the unit target centres w_t."""
+        norm = safe_sqrt(tf.reduce_sum(tf.square(x), axis=1))
+        x_unit = x / norm[:, None]
+        theta = 2.0 * tf.atan2(
+            safe_sqrt(tf.reduce_sum(tf.square(x_unit - w_t), axis=1)),
+            safe_sqrt(tf.reduce_sum(tf.square(x_unit + w_t), axis=1)),
+        )
+        return norm * self.psi(theta), norm, theta
+
+    def call(self, inputs, training=None):
+        embeddings, labels = inputs
+        dtype = self.compute_dtype
+        if training:
+            self.iteration.assign_add(1)
+        lam = self.current_lambda()
+        x = tf.cast(embeddings, dtype)
+        w = tf.math.l2_normalize(tf.cast(self.kernel, dtype), axis=0)
+        xw = tf.matmul(x, w)
+        mask = target_mask(labels, self.num_classes)
+        safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
+        w_t = tf.transpose(tf.gather(w, safe_labels, axis=1))
+        xw_t = tf.reduce_sum(tf.where(mask, xw, tf.zeros_like(xw)), axis=1)
+        if self.normalize_gradient:
+            psi_term = self._normalized_margin_term(x, w_t)
+        else:
+            psi_term = self._margin_term(x, w_t)[0]
+        target = (lam * xw_t + psi_term) / (1.0 + lam)
+        return tf.where(mask, target[:, None], xw)
+
+    def _normalized_margin_term(self, x: tf.Tensor, w_t: tf.Tensor) -> tf.Tensor:
+        """``||x|| psi`` with the seed's normalised backward (see the class docstring)."""
+
+        @tf.custom_gradient
+        def term(x, w_t):
+            value, norm, theta = self._margin_term(x, w_t)
+
+            def grad(upstream):
+                m = self.margin
+                k = tf.clip_by_value(tf.floor(m * theta / math.pi), 0.0, m - 1.0)
+                sign = 1.0 - 2.0 * tf.math.floormod(k, 2.0)
+                c = tf.cos(theta)
+                dpsi = sign * m * _chebyshev_u(m, c)
+                coeff_w = dpsi
+                coeff_x = (self.psi(theta) - c * dpsi) / norm
+                scale = upstream / safe_sqrt(coeff_w * coeff_w + coeff_x * coeff_x)
+                dx = (scale * coeff_w)[:, None] * w_t + (scale * coeff_x)[:, None] * x
+                return dx, upstream[:, None] * x
+
+            return value, grad
+
+        return term(x, w_t)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("scale")
+        config.pop("normalize_input")
+        return {
+            **config,
+            "margin": self.margin,
+            "base": self.base,
+            "gamma": self.gamma,
+            "power": self.power,
+            "lambda_min": self.lambda_min,
+            "normalize_gradient": self.normalize_gradient,
+        }

@@ -1,6 +1,6 @@
 """Backbones: images -> embeddings. ``get_backbone(name, ...)`` builds any registered one."""
 from tfface.models import mobilefacenet  # noqa: F401  (registers its backbone)
-from tfface.models import seqface, sphereface  # noqa: F401  (register their backbones)
+from tfface.models import insightface_ir, seqface, sphereface  # noqa: F401  (register their backbones)
 from tfface.models.embedder import build_embedder
 from tfface.models.registry import default_input_shape, get_backbone, list_backbones, register_backbone
 

@@ -1,0 +1,316 @@
+"""Batched MTCNN face detector: image pyramid, P-Net, R-Net, O-Net and NMS, all in one TF graph."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfface_align.image_io import read_image, to_rgb_uint8
+from tfface_align.mtcnn.weights import FACENET_FILES, build_net
+
+PNET_CELL = 12.0  # P-Net's window
+PNET_STRIDE = 2.0
+
+
+class Faces(NamedTuple):
+    """Detections in one image, in original pixels, sorted by decreasing score.
+
+    boxes: float32 (N, 5): x1, y1, x2, y2, score.
+    landmarks: float32 (N, 5, 2): (x, y) of left eye, right eye, nose, left and right mouth corner
+        (left/right as seen in the image).
+    """
+
+    boxes: np.ndarray
+    landmarks: np.ndarray
+
+
+def _square(boxes: tf.Tensor) -> tf.Tensor:
+    """Grows (N, 4) x1, y1, x2, y2 boxes into squares around the same centre."""
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=1)
+    w, h = x2 - x1, y2 - y1
+    side = tf.maximum(w, h)
+    x1 = x1 + 0.5 * (w - side)
+    y1 = y1 + 0.5 * (h - side)
+    return tf.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def _regress(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    """Applies R-Net/O-Net offsets (fractions of the box size, pixel-inclusive sizes)."""
+    w = boxes[:, 2] - boxes[:, 0] + 1.0
+    h = boxes[:, 3] - boxes[:, 1] + 1.0
+    return boxes + offsets * tf.stack([w, h, w, h], axis=1)
+
+
+def _batched_nms(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, span: tf.Tensor,
+                 iou: float) -> tf.Tensor:
+    """Greedy IoU NMS done separately per image in one call: every image's boxes are shifted by
+    ``batch * span`` so boxes of different images never overlap. Returns kept indices."""
+    shift = tf.cast(batch, tf.float32)[:, None] * span
+    return tf.image.non_max_suppression(boxes + shift, scores, tf.shape(scores)[0], iou)
+
+
+def _batched_nms_min(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, threshold: float) -> tf.Tensor:
+    """Greedy NMS with overlap = intersection / smaller area (the original last-stage NMS)."""
+    x1, y1, x2, y2 = [t[:, None] for t in tf.unstack(boxes, axis=1)]
+    iw = tf.maximum(0.0, tf.minimum(x2, tf.transpose(x2)) - tf.maximum(x1, tf.transpose(x1)))
+    ih = tf.maximum(0.0, tf.minimum(y2, tf.transpose(y2)) - tf.maximum(y1, tf.transpose(y1)))
+    area = (x2 - x1) * (y2 - y1)
+    smaller = tf.maximum(tf.minimum(area, tf.transpose(area)), 1e-12)
+    same_image = tf.cast(tf.equal(batch[:, None], batch[None, :]), tf.float32)
+    overlaps = iw * ih / smaller * same_image
+    return tf.image.non_max_suppression_overlaps(overlaps, scores, tf.shape(scores)[0], threshold)
+
+
+class MTCNN:
+    """MTCNN face detector with 5 landmarks, batched, with every step inside one TF graph.
+
+    Zhang, Zhang, Li and Qiao, 2016, "Joint Face Detection and Alignment using Multi-task Cascaded
+    Convolutional Networks" (https://arxiv.org/abs/1604.02878), with the original weights.
+
+    The image pyramid runs P-Net on every scale; proposals are thresholded, regressed and
+    suppressed (``tf.image.non_max_suppression``) per scale and across scales, squared, cropped
+    with ``tf.image.crop_and_resize`` for R-Net, refined, suppressed again, and cropped for O-Net,
+    which gives the final boxes, scores and landmarks (last NMS by intersection over the smaller
+    box, as in the original). Conventions (regression before NMS, bilinear patch crops of the
+    normalised image) follow the ``mtcnn`` PyPI package so results agree with it.
+
+    Args:
+        min_face_size: smallest face side to find, in pixels (sets the first pyramid scale).
+        thresholds: face-probability thresholds of P-Net, R-Net and O-Net.
+        factor: ratio between consecutive pyramid scales.
+        nms_thresholds: IoU thresholds of P-Net per scale, P-Net across scales, R-Net, and the
+            O-Net overlap (intersection over the smaller box).
+        weights_dir: directory with facenet's ``det1.npy``, ``det2.npy``, ``det3.npy`` (pickles:
+            trusted files only); default the installed ``mtcnn`` package's weights.
+        batch_size: at most this many images per graph call.
+        max_batch_pixels: at most this many pixels per graph call (images of one call are padded
+            to a common size; bounds memory).
+
+    Example:
+        >>> det = MTCNN()
+        >>> faces = det.detect("photo.jpg")      # Faces(boxes (N, 5), landmarks (N, 5, 2))
+        >>> many = det.detect([img_a, img_b])    # one Faces per image; sizes may differ
+    """
+
+    def __init__(
+        self,
+        min_face_size: float = 20,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7),
+        weights_dir: str | None = None,
+        batch_size: int = 64,
+        max_batch_pixels: int = 1 << 24,
+    ):
+        if min_face_size < 12:
+            raise ValueError(f"min_face_size: expected >= 12 (P-Net's window), got {min_face_size}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor: expected a number in (0, 1), got {factor}")
+        if len(thresholds) != 3 or len(nms_thresholds) != 4:
+            raise ValueError("thresholds: expected 3 values, nms_thresholds: expected 4 values")
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
+        self.batch_size = int(batch_size)
+        self.max_batch_pixels = int(max_batch_pixels)
+        files = {net: f"{weights_dir}/{name}" for net, name in FACENET_FILES.items()} if weights_dir else {}
+        self.pnet = build_net("pnet", files.get("pnet"))
+        self.rnet = build_net("rnet", files.get("rnet"))
+        self.onet = build_net("onet", files.get("onet"))
+        self._batch_fn = tf.function(
+            self.detect_batch_graph,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                             tf.TensorSpec([None, 2], tf.int32)],
+            reduce_retracing=True,
+        )
+
+    # ------------------------------------------------------------------ graph
+    def scales(self, height: int, width: int) -> list[float]:
+        """The pyramid scales for an image of this size (NumPy mirror of the graph's loop)."""
+        first = PNET_CELL / self.min_face_size
+        side = min(height, width) * first
+        count = 0 if side < PNET_CELL else int(math.floor(math.log(PNET_CELL / side) / math.log(self.factor) + 1e-9)) + 1
+        return [first * self.factor ** k for k in range(count)]
+
+    def _pnet_stage(self, images: tf.Tensor, span: tf.Tensor):
+        """P-Net over the pyramid. Returns boxes (N, 4), scores (N,), batch indices (N,)."""
+        shape = tf.shape(images)
+        height = tf.cast(shape[1], tf.float32)
+        width = tf.cast(shape[2], tf.float32)
+        first = PNET_CELL / self.min_face_size
+        side = tf.minimum(height, width) * first
+        count = tf.cast(tf.floor(tf.math.log(PNET_CELL / side) / math.log(self.factor) + 1e-6), tf.int32) + 1
+        count = tf.where(side < PNET_CELL, 0, count)
+        threshold, nms_scale = self.thresholds[0], self.nms_thresholds[0]
+
+        def body(k, boxes_ta, scores_ta, batch_ta):
+            scale = first * tf.pow(self.factor, tf.cast(k, tf.float32))
+            size = tf.cast(tf.math.ceil(tf.stack([height, width]) * scale), tf.int32)
+            scaled = tf.image.resize(images, size, method="area")
+            offsets, probs = self.pnet(scaled, training=False)
+            where = tf.where(probs[..., 1] > threshold)
+            scores = tf.gather_nd(probs[..., 1], where)
+            offsets = tf.gather_nd(offsets, where)
+            batch = tf.cast(where[:, 0], tf.int32)
+            yx = tf.cast(where[:, 1:], tf.float32) * PNET_STRIDE
+            corners = tf.concat([yx[:, ::-1], yx[:, ::-1] + PNET_CELL], axis=1)  # x1, y1, x2, y2
+            boxes = (corners + offsets * PNET_CELL) / scale
+            keep = _batched_nms(boxes, scores, batch, span, nms_scale)
+            i = boxes_ta.size()
+            return (k + 1, boxes_ta.write(i, tf.gather(boxes, keep)),
+                    scores_ta.write(i, tf.gather(scores, keep)), batch_ta.write(i, tf.gather(batch, keep)))
+
+        def array(dtype, shape):
+            return tf.TensorArray(dtype, size=1, dynamic_size=True, infer_shape=False,
+                                  element_shape=shape).write(0, tf.zeros([0] + shape[1:], dtype))
+
+        _, boxes_ta, scores_ta, batch_ta = tf.while_loop(
+            lambda k, *_: k < count, body,
+            (tf.constant(0), array(tf.float32, [None, 4]), array(tf.float32, [None]),
+             array(tf.int32, [None])),
+        )
+        return boxes_ta.concat(), scores_ta.concat(), batch_ta.concat()
+
+    @staticmethod
+    def _patches(images: tf.Tensor, boxes: tf.Tensor, batch: tf.Tensor, size: int) -> tf.Tensor:
+        shape = tf.cast(tf.shape(images), tf.float32)
+        norm = tf.stack([shape[1], shape[2], shape[1], shape[2]])
+        yx_boxes = tf.gather(boxes, [1, 0, 3, 2], axis=1) / norm
+        return tf.image.crop_and_resize(images, yx_boxes, batch, [size, size])
+
+    def detect_batch_graph(self, images: tf.Tensor, sizes: tf.Tensor):
+        """The whole cascade on a padded batch, for use inside a ``tf.function``.
+
+        Args:
+            images: float32 (B, H, W, 3) RGB pixels in [0, 255]; image b occupies the top-left
+                ``sizes[b]`` (height, width) of the batch, the rest is padding.
+            sizes: int32 (B, 2) valid height and width of every image.
+
+        Returns:
+            boxes (N, 5) x1, y1, x2, y2, score; landmarks (N, 5, 2); batch indices (N,) int32.
+        """
+        images = (images - 127.5) * 0.0078125
+        shape = tf.shape(images)
+        span = 4.0 * tf.cast(tf.maximum(shape[1], shape[2]), tf.float32) + 64.0
+        valid = tf.cast(sizes, tf.float32)
+
+        def inside(boxes, batch):  # the box centre lies inside its image (not in the padding)
+            cx = 0.5 * (boxes[:, 0] + boxes[:, 2])
+            cy = 0.5 * (boxes[:, 1] + boxes[:, 3])
+            hw = tf.gather(valid, batch)
+            return (cx >= 0) & (cy >= 0) & (cx < hw[:, 1]) & (cy < hw[:, 0])
+
+        # P-Net over the pyramid, then NMS across scales.
+        boxes, scores, batch = self._pnet_stage(images, span)
+        keep = tf.where(inside(boxes, batch))[:, 0]
+        boxes, scores, batch = tf.gather(boxes, keep), tf.gather(scores, keep), tf.gather(batch, keep)
+        keep = _batched_nms(boxes, scores, batch, span, self.nms_thresholds[1])
+        boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
+
+        # R-Net.
+        offsets, probs = self.rnet(self._patches(images, boxes, batch, 24), training=False)
+        scores = probs[:, 1]
+        keep = tf.where(scores > self.thresholds[1])[:, 0]
+        boxes = _regress(tf.gather(boxes, keep), tf.gather(offsets, keep))
+        scores, batch = tf.gather(scores, keep), tf.gather(batch, keep)
+        keep = _batched_nms(boxes, scores, batch, span, self.nms_thresholds[2])
+        boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
+
+        # O-Net.
+        offsets, marks, probs = self.onet(self._patches(images, boxes, batch, 48), training=False)
+        scores = probs[:, 1]
+        keep = tf.where(scores > self.thresholds[2])[:, 0]
+        boxes, offsets, marks = tf.gather(boxes, keep), tf.gather(offsets, keep), tf.gather(marks, keep)
+        scores, batch = tf.gather(scores, keep), tf.gather(batch, keep)
+        w = boxes[:, 2:3] - boxes[:, 0:1] + 1.0
+        h = boxes[:, 3:4] - boxes[:, 1:2] + 1.0
+        landmarks = tf.stack([w * marks[:, :5] + boxes[:, 0:1] - 1.0,
+                              h * marks[:, 5:] + boxes[:, 1:2] - 1.0], axis=2)
+        boxes = _regress(boxes, offsets)
+        keep = _batched_nms_min(boxes, scores, batch, self.nms_thresholds[3])
+        keep = tf.gather(keep, tf.where(inside(tf.gather(boxes, keep), tf.gather(batch, keep)))[:, 0])
+        boxes = tf.concat([tf.gather(boxes, keep), tf.gather(scores, keep)[:, None]], axis=1)
+        return boxes, tf.gather(landmarks, keep), tf.gather(batch, keep)
+
+    def detect_image_graph(self, image: tf.Tensor):
+        """One uint8 (H, W, 3) RGB image -> boxes (N, 5), landmarks (N, 5, 2); graph-friendly."""
+        images = tf.cast(image, tf.float32)[None]
+        boxes, landmarks, _ = self.detect_batch_graph(images, tf.shape(image)[None, :2])
+        return boxes, landmarks
+
+    def as_module(self) -> tf.Module:
+        """A ``tf.Module`` holding the nets with a ``detect`` function of fixed signature
+        (uint8 [H, W, 3] -> {"boxes": (N, 5), "landmarks": (N, 5, 2)}); save it with
+        ``tf.saved_model.save(module, path, signatures={"serving_default": module.detect})``."""
+        module = tf.Module()
+        module.pnet, module.rnet, module.onet = self.pnet, self.rnet, self.onet
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
+        def detect(image):
+            boxes, landmarks = self.detect_image_graph(image)
+            return {"boxes": boxes, "landmarks": landmarks}
+
+        module.detect = detect
+        return module
+
+    # ------------------------------------------------------------------ NumPy API
+    def _buckets(self, shapes: list[tuple[int, int]]) -> list[list[int]]:
+        """Groups image indices into padded batches: sorted by size, a batch grows while padding
+        wastes at most a quarter of its pixels and it stays under the batch limits."""
+        order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] * shapes[i][1], shapes[i]))
+        buckets: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            trial = current + [i]
+            h = max(shapes[j][0] for j in trial)
+            w = max(shapes[j][1] for j in trial)
+            real = sum(shapes[j][0] * shapes[j][1] for j in trial)
+            padded = h * w * len(trial)
+            if current and (len(trial) > self.batch_size or padded > self.max_batch_pixels
+                            or real < 0.75 * padded):
+                buckets.append(current)
+                trial = [i]
+            current = trial
+        if current:
+            buckets.append(current)
+        return buckets
+
+    def detect(self, images) -> Faces | list[Faces]:
+        """Detects faces.
+
+        Args:
+            images: one image (uint8 RGB array (H, W, 3) or (H, W), a path, or encoded bytes), a
+                batch array (B, H, W, 3), or a list of images of any sizes. Files are decoded with
+                their EXIF orientation applied.
+
+        Returns:
+            :class:`Faces` for one image, else a list of them in input order.
+        """
+        single = isinstance(images, (str, bytes)) or (
+            not isinstance(images, (list, tuple)) and np.ndim(images) in (2, 3))
+        if single:
+            batch = [images]
+        elif isinstance(images, (list, tuple)):
+            batch = list(images)
+        else:
+            batch = list(np.asarray(images))
+        arrays = [read_image(x) if isinstance(x, (str, bytes)) else to_rgb_uint8(np.asarray(x)) for x in batch]
+        results: list[Faces | None] = [None] * len(arrays)
+        for bucket in self._buckets([a.shape[:2] for a in arrays]):
+            h = max(arrays[i].shape[0] for i in bucket)
+            w = max(arrays[i].shape[1] for i in bucket)
+            if all(arrays[i].shape[:2] == (h, w) for i in bucket):
+                stacked = np.stack([arrays[i] for i in bucket])
+            else:
+                stacked = np.full((len(bucket), h, w, 3), 127, np.uint8)  # grey: 0 once normalised
+                for row, i in enumerate(bucket):
+                    stacked[row, :arrays[i].shape[0], :arrays[i].shape[1]] = arrays[i]
+            sizes = np.array([arrays[i].shape[:2] for i in bucket], np.int32)
+            boxes, landmarks, index = (t.numpy() for t in self._batch_fn(tf.cast(stacked, tf.float32), sizes))
+            for row, i in enumerate(bucket):
+                mine = index == row
+                results[i] = Faces(boxes[mine], landmarks[mine])
+        return results[0] if single else results

@@ -48,8 +48,8 @@ class MultiHead(keras.layers.Layer):
         **kwargs,
     ):
         base_kwargs = {k: kwargs.pop(k) for k in ("name", "trainable") if k in kwargs}
-        kwargs.pop("dtype", None)
-        super().__init__(dtype=head_dtype(None), **base_kwargs)
+        dtype = head_dtype(kwargs.pop("dtype", None))
+        super().__init__(dtype=dtype, **base_kwargs)
         if head_name == "multihead":
             raise ValueError("head_name: a MultiHead cannot contain MultiHeads")
         if int(num_heads) < 1:
@@ -60,10 +60,17 @@ class MultiHead(keras.layers.Layer):
         self.normalize_chunks = bool(normalize_chunks)
         self.head_kwargs = dict(kwargs)
         head_class = get_head_class(self.head_name)
-        chunk_kwargs = dict(self.head_kwargs)
+        chunk_kwargs = dict(self.head_kwargs, dtype=dtype)
         if not self.normalize_chunks and issubclass(head_class, NormalizedHead) and self.head_name != "sphereface":
             chunk_kwargs["normalize_input"] = False
-        self.heads = [head_class(self.num_classes, name=f"head_{i}", **chunk_kwargs) for i in range(self.num_heads)]
+        # One attribute per head (not a list): tf.train.Checkpoint tracks attributes, not Keras lists.
+        for i in range(self.num_heads):
+            setattr(self, f"head_{i}", head_class(self.num_classes, name=f"head_{i}", **chunk_kwargs))
+
+    @property
+    def heads(self) -> list[keras.layers.Layer]:
+        """The per-chunk heads, in chunk order."""
+        return [getattr(self, f"head_{i}") for i in range(self.num_heads)]
 
     def build(self, input_shape):
         dim = int(input_shape[0][-1])
@@ -98,5 +105,4 @@ class MultiHead(keras.layers.Layer):
     def from_config(cls, config):
         config = dict(config)
         head_kwargs = config.pop("head_kwargs", {})
-        config.pop("dtype", None)
         return cls(**config, **head_kwargs)

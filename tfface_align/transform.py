@@ -92,6 +92,13 @@ def similarity_transform_tf(src: tf.Tensor, dst: tf.Tensor) -> tf.Tensor:
     return tf.concat([rotation, translation[:, :, None]], axis=2)
 
 
+def alignment_matrix(landmarks: np.ndarray, template: str | np.ndarray = "arcface",
+                     image_size: int | Sequence[int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 2x3 similarity taking ``landmarks`` (5, 2) onto the template, and the output size."""
+    points, size = template_points(template, image_size)
+    return similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), points), size
+
+
 def align(image: np.ndarray, landmarks: np.ndarray, template: str | np.ndarray = "arcface",
           image_size: int | Sequence[int] | None = None) -> np.ndarray:
     """Warps ``image`` so its 5 ``landmarks`` (5, 2) land on the template; bilinear, black border.
@@ -102,8 +109,7 @@ def align(image: np.ndarray, landmarks: np.ndarray, template: str | np.ndarray =
         template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96) or (5, 2) points.
         image_size: output (height, width) or side; default the template's own size.
     """
-    points, (height, width) = template_points(template, image_size)
-    matrix = similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), points)
+    matrix, (height, width) = alignment_matrix(landmarks, template, image_size)
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 

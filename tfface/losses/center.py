@@ -48,7 +48,9 @@ class CenterLoss(keras.layers.Layer):
         loss = tf.reduce_mean(tf.square(x - centers))
         if training:
             diff = (1.0 - self.alpha) * (centers - tf.stop_gradient(x))
-            self.centers.assign_sub(tf.math.unsorted_segment_sum(diff, labels, self.num_classes))
+            # The tf.Variable's own assign_sub: Keras' assign_sub is assign(v - d), which a "sum"
+            # aggregation would sum over replicas as N v - d.
+            self.centers.value.assign_sub(tf.math.unsorted_segment_sum(diff, labels, self.num_classes))
         return loss
 
     def get_config(self):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 
 def prelogits_norm_loss(prelogits: tf.Tensor, p: float = 1.0, eps: float = 1e-4) -> tf.Tensor:
@@ -27,8 +28,17 @@ def prelogits_histogram(prelogits: tf.Tensor, hist_max: float = 10.0, bins: int 
 
 
 def prelogits_histogram_summary(
-    prelogits: tf.Tensor, step: int | tf.Tensor, hist_max: float = 10.0, name: str = "prelogits_hist"
-) -> bool:
-    """Writes ``min(|x|, hist_max)`` as a TensorBoard histogram to the default summary writer."""
-    x = tf.minimum(tf.abs(tf.cast(tf.reshape(prelogits, [-1]), tf.float32)), hist_max)
-    return tf.summary.histogram(name, x, step=step)
+    prelogits: tf.Tensor, step: int | tf.Tensor, hist_max: float = 10.0, bins: int = 1000, name: str = "prelogits_hist"
+) -> tf.Tensor:
+    """Writes :func:`prelogits_histogram` to the default summary writer as a TensorBoard histogram.
+
+    Written with ``tf.summary.write`` in TensorBoard's histogram format (a (bins, 3) tensor of
+    left edge, right edge, count; plugin ``histograms``), so it needs no ``tensorboard`` package.
+    Returns True when a default writer exists (as ``tf.summary`` functions do).
+    """
+    edges = tf.linspace(0.0, float(hist_max), bins + 1)
+    counts = tf.cast(prelogits_histogram(prelogits, hist_max, bins), tf.float32)
+    buckets = tf.stack([edges[:-1], edges[1:], counts], axis=1)
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "histograms"
+    return tf.summary.write(name, buckets, step=step, metadata=metadata)

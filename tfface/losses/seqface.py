@@ -71,7 +71,8 @@ class DSALoss(keras.layers.Layer):
     Two sequence agents are never pushed apart (two sequences may show the same person). The
     agents are moved like centre-loss centres, not by the optimizer: every call with
     ``training=True`` applies ``c_j <- c_j - agent_rate * sum_{i: a_i = j} (c_j - x_i) / (1 + n_j)``
-    (n_j = examples of agent j in the batch; per-replica updates are summed under a strategy).
+    (n_j = examples of agent j in the batch; under a strategy n_j counts the replica's share of
+    the batch and the per-replica updates are summed).
     The seed's warm-up iterations (``center_iter``/``diff_iter``) are left to the trainer's
     loss-weight schedule.
 
@@ -155,7 +156,8 @@ class DSALoss(keras.layers.Layer):
         agents = tf.convert_to_tensor(self.agents)
         diff = tf.math.unsorted_segment_sum(tf.gather(agents, ids) - x, ids, self.num_agents)
         count = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, self.num_agents)
-        self.agents.assign_sub(self.agent_rate * diff / (1.0 + count)[:, None])
+        # The tf.Variable's assign_sub (see CenterLoss): summed over replicas under a strategy.
+        self.agents.value.assign_sub(self.agent_rate * diff / (1.0 + count)[:, None])
 
     def get_config(self):
         return {

@@ -4,7 +4,7 @@ Registry names (``get_head(name, num_classes, **kw)``): ``softmax``, ``normface`
 ``sphereface``, ``cosface``, ``arcface``, ``combined``, ``multihead``.
 """
 from tfface.heads.arcface import ArcFace
-from tfface.heads.base import NormalizedHead
+from tfface.heads.base import Head, NormalizedHead
 from tfface.heads.loss import head_loss, head_predictions
 from tfface.heads.margins import CombinedMargin, CosFace, NormFace
 from tfface.heads.multihead import MultiHead
@@ -16,6 +16,7 @@ __all__ = [
     "ArcFace",
     "CombinedMargin",
     "CosFace",
+    "Head",
     "MultiHead",
     "NormFace",
     "NormalizedHead",

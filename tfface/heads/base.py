@@ -32,17 +32,63 @@ def target_mask(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     return tf.equal(labels, tf.range(num_classes, dtype=tf.int32)[None, :])
 
 
-class NormalizedHead(keras.layers.Layer):
+def unit_angle(x_unit: tf.Tensor, w_unit: tf.Tensor) -> tf.Tensor:
+    """Angle (B,) between unit rows, ``2 atan2(||x - w||, ||x + w||)``: accurate near 0 and pi.
+
+    (``acos`` of the dot product loses all precision there and has an infinite derivative.)
+    """
+    return 2.0 * tf.atan2(
+        safe_sqrt(tf.reduce_sum(tf.square(x_unit - w_unit), axis=1)),
+        safe_sqrt(tf.reduce_sum(tf.square(x_unit + w_unit), axis=1)),
+    )
+
+
+def gather_targets(scores: tf.Tensor, w_unit: tf.Tensor, labels: tf.Tensor):
+    """Target mask (B, C), target centres (B, D) and target entries of ``scores`` (B,).
+
+    A label of -1 gathers column 0; its all-False mask row keeps that row margin-free.
+    """
+    mask = target_mask(labels, int(w_unit.shape[1]))
+    safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
+    w_t = tf.transpose(tf.gather(w_unit, safe_labels, axis=1))
+    return mask, w_t, tf.reduce_sum(tf.where(mask, scores, tf.zeros_like(scores)), axis=1)
+
+
+class Head(keras.layers.Layer):
+    """Base of every head: ``num_classes``, a float32 (or float64) compute dtype, ``kernel`` (D, C).
+
+    Args:
+        num_classes: number of identities C.
+    """
+
+    def __init__(self, num_classes: int, **kwargs):
+        kwargs["dtype"] = head_dtype(kwargs.get("dtype"))
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+
+    def build(self, input_shape):
+        dim = int(input_shape[0][-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(dim, self.num_classes), initializer=keras.initializers.GlorotUniform()
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+class NormalizedHead(Head):
     """Base of the heads on the unit hypersphere: cos(theta) between embedding and class centre.
 
     Class centres are the columns of ``kernel``, shape (embedding_dim, num_classes), L2-normalised
     on every call. The head computes in float32 even under a ``mixed_float16`` policy. Subclasses
     implement :meth:`target_logit` (the target logit before scaling, from the target cosine and
-    angle); the other logits are ``scale * cos(theta)``.
-
-    The target angle is computed from the half-angle identity
-    ``theta = 2 * atan2(||x - w||, ||x + w||)`` on the gathered target centre, which is accurate
-    near 0 and near pi (where ``acos`` loses all precision and has an infinite derivative).
+    angle); the other logits are ``scale * cos(theta)``. The target angle comes from
+    :func:`unit_angle`, accurate near 0 and near pi.
 
     Args:
         num_classes: number of identities C.
@@ -53,19 +99,9 @@ class NormalizedHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes: int, scale: float = 64.0, normalize_input: bool = True, **kwargs):
-        kwargs["dtype"] = head_dtype(kwargs.get("dtype"))
-        super().__init__(**kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, **kwargs)
         self.scale = float(scale)
         self.normalize_input = bool(normalize_input)
-
-    def build(self, input_shape):
-        dim = int(input_shape[0][-1])
-        self.kernel = self.add_weight(
-            name="kernel", shape=(dim, self.num_classes), initializer=keras.initializers.GlorotUniform()
-        )
 
     def cosines(self, embeddings: tf.Tensor, labels: tf.Tensor):
         """Returns ``cos`` (B, C), the target cosine and angle (B,), and the target mask (B, C)."""
@@ -75,16 +111,9 @@ class NormalizedHead(keras.layers.Layer):
             x = tf.math.l2_normalize(x, axis=1)
         w = tf.math.l2_normalize(tf.cast(self.kernel, dtype), axis=0)
         cos = tf.clip_by_value(tf.matmul(x, w), -1.0, 1.0)
-        mask = target_mask(labels, self.num_classes)
-        # Label -1 gathers column 0; the mask keeps that row margin-free.
-        safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
-        w_t = tf.transpose(tf.gather(w, safe_labels, axis=1))
-        cos_t = tf.reduce_sum(tf.where(mask, cos, tf.zeros_like(cos)), axis=1)
+        mask, w_t, cos_t = gather_targets(cos, w, labels)
         if self.normalize_input:
-            theta_t = 2.0 * tf.atan2(
-                safe_sqrt(tf.reduce_sum(tf.square(x - w_t), axis=1)),
-                safe_sqrt(tf.reduce_sum(tf.square(x + w_t), axis=1)),
-            )
+            theta_t = unit_angle(x, w_t)
         else:
             theta_t = tf.atan2(safe_sqrt(1.0 - tf.square(cos_t)), cos_t)
         return cos, cos_t, theta_t, mask
@@ -99,13 +128,5 @@ class NormalizedHead(keras.layers.Layer):
         target = self.target_logit(cos_t, theta_t)
         return self.scale * tf.where(mask, target[:, None], cos)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0][0], self.num_classes)
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "scale": self.scale,
-            "normalize_input": self.normalize_input,
-        }
+        return {**super().get_config(), "scale": self.scale, "normalize_input": self.normalize_input}

@@ -1,15 +1,14 @@
 """Softmax: facenet's logits layer, a plain fully connected layer with bias."""
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
-from tfface.heads.base import head_dtype
+from tfface.heads.base import Head
 from tfface.heads.registry import register_head
 
 
 @register_head("softmax")
-class Softmax(keras.layers.Layer):
+class Softmax(Head):
     """Logits ``x W + b`` (labels are accepted and ignored).
 
     The classifier of facenet's ``train_softmax`` ("FaceNet: A Unified Embedding for Face
@@ -27,18 +26,11 @@ class Softmax(keras.layers.Layer):
     """
 
     def __init__(self, num_classes: int, use_bias: bool = True, **kwargs):
-        kwargs["dtype"] = head_dtype(kwargs.get("dtype"))
-        super().__init__(**kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, **kwargs)
         self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
-        dim = int(input_shape[0][-1])
-        self.kernel = self.add_weight(
-            name="kernel", shape=(dim, self.num_classes), initializer=keras.initializers.GlorotUniform()
-        )
+        super().build(input_shape)
         self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs, training=None):
@@ -48,8 +40,5 @@ class Softmax(keras.layers.Layer):
             logits = logits + tf.cast(self.bias, self.compute_dtype)
         return logits
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0][0], self.num_classes)
-
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "use_bias": self.use_bias}
+        return {**super().get_config(), "use_bias": self.use_bias}

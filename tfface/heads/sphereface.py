@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import math
 
-import keras
 import tensorflow as tf
 
-from tfface.heads.base import NormalizedHead, safe_sqrt, target_mask
+from tfface.heads.base import NormalizedHead, gather_targets, safe_sqrt, unit_angle
 from tfface.heads.registry import register_head
 
 
@@ -95,11 +94,7 @@ class SphereFace(NormalizedHead):
     def _margin_term(self, x: tf.Tensor, w_t: tf.Tensor) -> tf.Tensor:
         """``||x|| psi(theta)`` (B,) between rows of x and the unit target centres w_t."""
         norm = safe_sqrt(tf.reduce_sum(tf.square(x), axis=1))
-        x_unit = x / norm[:, None]
-        theta = 2.0 * tf.atan2(
-            safe_sqrt(tf.reduce_sum(tf.square(x_unit - w_t), axis=1)),
-            safe_sqrt(tf.reduce_sum(tf.square(x_unit + w_t), axis=1)),
-        )
+        theta = unit_angle(x / norm[:, None], w_t)
         return norm * self.psi(theta), norm, theta
 
     def call(self, inputs, training=None):
@@ -111,10 +106,7 @@ class SphereFace(NormalizedHead):
         x = tf.cast(embeddings, dtype)
         w = tf.math.l2_normalize(tf.cast(self.kernel, dtype), axis=0)
         xw = tf.matmul(x, w)
-        mask = target_mask(labels, self.num_classes)
-        safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
-        w_t = tf.transpose(tf.gather(w, safe_labels, axis=1))
-        xw_t = tf.reduce_sum(tf.where(mask, xw, tf.zeros_like(xw)), axis=1)
+        mask, w_t, xw_t = gather_targets(xw, w, labels)
         if self.normalize_gradient:
             psi_term = self._normalized_margin_term(x, w_t)
         else:

@@ -175,11 +175,17 @@ class MTCNN:
         return boxes_ta.concat(), scores_ta.concat(), batch_ta.concat()
 
     @staticmethod
-    def _patches(images: tf.Tensor, boxes: tf.Tensor, batch: tf.Tensor, size: int) -> tf.Tensor:
+    def _run_on_patches(net, images: tf.Tensor, boxes: tf.Tensor, batch: tf.Tensor, size: int):
+        """Crops ``size`` x ``size`` patches of the boxes (bilinear) and runs ``net`` on them.
+
+        One blank patch is appended and its output dropped: convolutions on an empty batch
+        fail with oneDNN."""
         shape = tf.cast(tf.shape(images), tf.float32)
         norm = tf.stack([shape[1], shape[2], shape[1], shape[2]])
         yx_boxes = tf.gather(boxes, [1, 0, 3, 2], axis=1) / norm
-        return tf.image.crop_and_resize(images, yx_boxes, batch, [size, size])
+        patches = tf.image.crop_and_resize(images, yx_boxes, batch, [size, size])
+        patches = tf.concat([patches, tf.zeros([1, size, size, 3])], axis=0)
+        return [out[:-1] for out in net(patches, training=False)]
 
     def detect_batch_graph(self, images: tf.Tensor, sizes: tf.Tensor):
         """The whole cascade on a padded batch, for use inside a ``tf.function``.
@@ -211,7 +217,7 @@ class MTCNN:
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # R-Net.
-        offsets, probs = self.rnet(self._patches(images, boxes, batch, 24), training=False)
+        offsets, probs = self._run_on_patches(self.rnet, images, boxes, batch, 24)
         scores = probs[:, 1]
         keep = tf.where(scores > self.thresholds[1])[:, 0]
         boxes = _regress(tf.gather(boxes, keep), tf.gather(offsets, keep))
@@ -220,7 +226,7 @@ class MTCNN:
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # O-Net.
-        offsets, marks, probs = self.onet(self._patches(images, boxes, batch, 48), training=False)
+        offsets, marks, probs = self._run_on_patches(self.onet, images, boxes, batch, 48)
         scores = probs[:, 1]
         keep = tf.where(scores > self.thresholds[2])[:, 0]
         boxes, offsets, marks = tf.gather(boxes, keep), tf.gather(offsets, keep), tf.gather(marks, keep)

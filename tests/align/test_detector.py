@@ -1,0 +1,129 @@
+"""The batched TF MTCNN: real photos, batches, mixed sizes, agreement with the `mtcnn` package,
+and SavedModel export."""
+from __future__ import annotations
+
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.align.helpers import jpeg_with_orientation
+
+
+def _photo(faces_dir: str, name: str, longest: int | None = None) -> np.ndarray:
+    image = cv2.imread(os.path.join(faces_dir, name))[:, :, ::-1]
+    if longest:
+        s = longest / max(image.shape[:2])
+        image = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _same_faces(a, b, min_iou=0.95, landmark_tol=0.03):
+    assert len(a.boxes) == len(b.boxes)
+    for box, marks in zip(a.boxes, a.landmarks):
+        j = int(np.argmax([iou(box, other) for other in b.boxes]))
+        assert iou(box, b.boxes[j]) >= min_iou
+        assert np.abs(marks - b.landmarks[j]).max() <= landmark_tol * (box[2] - box[0])
+
+
+def test_couple_has_two_faces(detector, faces_dir):
+    faces = detector.detect(os.path.join(faces_dir, "couple.jpg"))
+    assert faces.boxes.shape == (2, 5) and faces.landmarks.shape == (2, 5, 2)
+    assert (faces.boxes[:, 4] > 0.95).all() and faces.boxes[0, 4] >= faces.boxes[1, 4]
+    assert faces.boxes[0, 0] > faces.boxes[1, 2] or faces.boxes[1, 0] > faces.boxes[0, 2]  # side by side
+    for box, marks in zip(faces.boxes, faces.landmarks):
+        assert 150 < box[2] - box[0] < 1000
+        inside = (marks[:, 0] > box[0]) & (marks[:, 0] < box[2]) & (marks[:, 1] > box[1]) & (marks[:, 1] < box[3])
+        assert inside.all()
+        assert marks[:2, 1].max() < marks[2, 1] < marks[3:, 1].min()  # eyes above nose above mouth
+
+
+@pytest.mark.parametrize("name", ["img25.jpg", "couple.jpg", "img5.jpg"])
+def test_agrees_with_mtcnn_package(detector, reference_mtcnn, faces_dir, name):
+    image = _photo(faces_dir, name, longest=640)
+    ours = detector.detect(image)
+    theirs = reference_mtcnn.detect_faces(image, threshold_onet=0.7, fit_to_image=False, box_format="xyxy")
+    confident = [t for t in theirs if t["confidence"] >= 0.9]
+    assert confident
+    assert len(ours.boxes) <= len(theirs) + 1
+    for face in confident:
+        box = np.array(face["box"], float)
+        j = int(np.argmax([iou(box, b) for b in ours.boxes]))
+        assert iou(box, ours.boxes[j]) >= 0.8
+        k = face["keypoints"]
+        marks = np.array([k["left_eye"], k["right_eye"], k["nose"], k["mouth_left"], k["mouth_right"]], float)
+        assert np.abs(ours.landmarks[j] - marks).max() <= 0.03 * (box[2] - box[0]) + 1  # + rounding
+
+
+def test_batch_and_mixed_sizes_match_single_images(detector, faces_dir):
+    a = _photo(faces_dir, "img25.jpg")                      # 400x400
+    b = _photo(faces_dir, "couple.jpg", longest=400)       # 400x278: padded with a in one batch
+    c = _photo(faces_dir, "img12.jpg")                      # 415x560
+    single = [detector.detect(x) for x in (a, b, c)]
+    mixed = detector.detect([a, b, c])
+    assert len(mixed) == 3
+    for one, many in zip(single, mixed):
+        _same_faces(one, many)
+    batch = detector.detect(np.stack([a, a[:, ::-1]]))      # equal sizes: one (2, H, W, 3) array
+    np.testing.assert_allclose(batch[0].boxes, single[0].boxes, rtol=1e-4, atol=1e-2)
+    mirrored = batch[1].boxes[0]
+    np.testing.assert_allclose([a.shape[1] - mirrored[2], a.shape[1] - mirrored[0]],
+                               single[0].boxes[0, [0, 2]], atol=4)
+
+
+def test_buckets_group_similar_sizes(detector):
+    shapes = [(400, 400), (4000, 3000), (400, 380), (100, 100), (4000, 3000)]
+    buckets = detector._buckets(shapes)
+    assert sorted(i for b in buckets for i in b) == list(range(5))
+    assert [0, 2] in [sorted(b) for b in buckets] and [3] in buckets
+    for bucket in buckets:
+        h = max(shapes[i][0] for i in bucket)
+        w = max(shapes[i][1] for i in bucket)
+        assert h * w * len(bucket) <= detector.max_batch_pixels or len(bucket) == 1
+
+
+def test_inputs_of_every_kind(detector, faces_dir, tmp_path):
+    face = _photo(faces_dir, "img25.jpg")
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(jpeg_with_orientation(face, 6))
+    upright = detector.detect(str(path))  # EXIF orientation applied when reading
+    _same_faces(upright, detector.detect(face), min_iou=0.9, landmark_tol=0.05)
+    grey = detector.detect(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
+    assert len(grey.boxes) == 1
+    nothing = detector.detect(np.full((300, 200, 3), 128, np.uint8))
+    assert nothing.boxes.shape == (0, 5) and nothing.landmarks.shape == (0, 5, 2)
+    tiny = detector.detect(np.zeros((15, 15, 3), np.uint8))  # smaller than one pyramid level
+    assert tiny.boxes.shape == (0, 5)
+
+
+def test_scales_follow_the_original_pyramid(detector):
+    # The original: start at 12 / min_face_size, multiply by factor while min side * scale >= 12.
+    for height, width in [(400, 400), (1588, 2280), (30, 500), (19, 19)]:
+        expected, scale = [], 12 / 20
+        while min(height, width) * scale >= 12:
+            expected.append(scale)
+            scale *= 0.709
+        np.testing.assert_allclose(detector.scales(height, width), expected, rtol=1e-9)
+
+
+def test_saved_model_round_trip(detector, faces_dir, tmp_path):
+    image = _photo(faces_dir, "couple.jpg", longest=500)
+    module = detector.as_module()
+    tf.saved_model.save(module, str(tmp_path / "mtcnn"), signatures={"serving_default": module.detect})
+    loaded = tf.saved_model.load(str(tmp_path / "mtcnn"))
+    out = loaded.signatures["serving_default"](image=tf.constant(image))
+    expected = detector.detect(image)
+    np.testing.assert_allclose(out["boxes"].numpy(), expected.boxes, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(out["landmarks"].numpy(), expected.landmarks, rtol=1e-4, atol=1e-2)
+    direct = loaded.detect(tf.constant(image[:300, :250]))  # another size, same function
+    assert direct["boxes"].shape[1] == 5 and not math.isnan(float(tf.reduce_sum(direct["boxes"])))

@@ -201,10 +201,16 @@ def align_dataset(
         return all(os.path.exists(n) for n in names)
 
     done = _read_state(state_dir)
-    journals = sorted(glob.glob(os.path.join(state_dir, "journal-*.tfrecord")))
+    in_journal: set[str] = set()
+    if want_records:  # aligned photos whose examples were lost (no journal, torn record) are redone
+        import tensorflow as tf
+
+        for raw in _read_journal(sorted(glob.glob(os.path.join(state_dir, "journal-*.tfrecord")))):
+            source = tf.train.Example.FromString(raw).features.feature["image/source_id"].bytes_list.value[0]
+            in_journal.add(source.decode())
     todo = [(rel, label) for rel, label in items
             if rel not in done or not outputs_exist(rel, done[rel][1])
-            or (want_records and done[rel][0] == "ok" and not journals)]
+            or (want_records and done[rel][0] == "ok" and os.path.join(input_dir, rel) not in in_journal)]
     if random_order:
         random.shuffle(todo)
 

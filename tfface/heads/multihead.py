@@ -61,7 +61,7 @@ class MultiHead(keras.layers.Layer):
         self.head_kwargs = dict(kwargs)
         head_class = get_head_class(self.head_name)
         chunk_kwargs = dict(self.head_kwargs, dtype=dtype)
-        if not self.normalize_chunks and issubclass(head_class, NormalizedHead) and self.head_name != "sphereface":
+        if not self.normalize_chunks and issubclass(head_class, NormalizedHead):
             chunk_kwargs["normalize_input"] = False
         # One attribute per head (not a list): tf.train.Checkpoint tracks attributes, not Keras lists.
         for i in range(self.num_heads):

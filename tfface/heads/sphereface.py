@@ -5,7 +5,7 @@ import math
 
 import tensorflow as tf
 
-from tfface.heads.base import NormalizedHead, gather_targets, safe_sqrt, unit_angle
+from tfface.heads.base import Head, gather_targets, safe_sqrt, unit_angle
 from tfface.heads.registry import register_head
 
 
@@ -15,7 +15,7 @@ def _chebyshev_u(m: int, c: tf.Tensor) -> tf.Tensor:
 
 
 @register_head("sphereface")
-class SphereFace(NormalizedHead):
+class SphereFace(Head):
     """A-Softmax: target logit ``||x|| (lambda cos(theta) + psi(theta)) / (1 + lambda)``.
 
     Paper: "SphereFace: Deep Hypersphere Embedding for Face Recognition" (Liu et al., CVPR 2017),
@@ -61,9 +61,7 @@ class SphereFace(NormalizedHead):
         normalize_gradient: bool = False,
         **kwargs,
     ):
-        kwargs.pop("scale", None)
-        kwargs.pop("normalize_input", None)
-        super().__init__(num_classes, scale=1.0, normalize_input=True, **kwargs)
+        super().__init__(num_classes, **kwargs)
         if int(margin) not in (1, 2, 3, 4) or int(margin) != margin:
             raise ValueError(f"margin: expected an integer in {{1, 2, 3, 4}}, got {margin}")
         self.margin = int(margin)
@@ -84,15 +82,18 @@ class SphereFace(NormalizedHead):
         lam = self.base * tf.pow(1.0 + self.gamma * it, -self.power)
         return tf.maximum(lam, tf.cast(self.lambda_min, self.compute_dtype))
 
-    def psi(self, theta: tf.Tensor) -> tf.Tensor:
-        """psi(theta) = (-1)^k cos(m theta) - 2k, k = floor(m theta / pi) clipped to [0, m-1]."""
-        m = self.margin
-        k = tf.clip_by_value(tf.floor(m * theta / math.pi), 0.0, m - 1.0)
-        sign = 1.0 - 2.0 * tf.math.floormod(k, 2.0)
-        return sign * tf.cos(m * theta) - 2.0 * k
+    def _interval(self, theta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """k = floor(m theta / pi) clipped to [0, m-1], and (-1)^k."""
+        k = tf.clip_by_value(tf.floor(self.margin * theta / math.pi), 0.0, self.margin - 1.0)
+        return k, 1.0 - 2.0 * tf.math.floormod(k, 2.0)
 
-    def _margin_term(self, x: tf.Tensor, w_t: tf.Tensor) -> tf.Tensor:
-        """``||x|| psi(theta)`` (B,) between rows of x and the unit target centres w_t."""
+    def psi(self, theta: tf.Tensor) -> tf.Tensor:
+        """psi(theta) = (-1)^k cos(m theta) - 2k on [k pi/m, (k+1) pi/m]."""
+        k, sign = self._interval(theta)
+        return sign * tf.cos(self.margin * theta) - 2.0 * k
+
+    def _margin_term(self, x: tf.Tensor, w_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``||x|| psi(theta)`` (B,) between rows of x and the unit target centres w_t, ``||x||``, theta."""
         norm = safe_sqrt(tf.reduce_sum(tf.square(x), axis=1))
         theta = unit_angle(x / norm[:, None], w_t)
         return norm * self.psi(theta), norm, theta
@@ -122,11 +123,9 @@ class SphereFace(NormalizedHead):
             value, norm, theta = self._margin_term(x, w_t)
 
             def grad(upstream):
-                m = self.margin
-                k = tf.clip_by_value(tf.floor(m * theta / math.pi), 0.0, m - 1.0)
-                sign = 1.0 - 2.0 * tf.math.floormod(k, 2.0)
+                _, sign = self._interval(theta)
                 c = tf.cos(theta)
-                dpsi = sign * m * _chebyshev_u(m, c)
+                dpsi = sign * self.margin * _chebyshev_u(self.margin, c)
                 coeff_w = dpsi
                 coeff_x = (self.psi(theta) - c * dpsi) / norm
                 scale = upstream / safe_sqrt(coeff_w * coeff_w + coeff_x * coeff_x)
@@ -138,11 +137,8 @@ class SphereFace(NormalizedHead):
         return term(x, w_t)
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("scale")
-        config.pop("normalize_input")
         return {
-            **config,
+            **super().get_config(),
             "margin": self.margin,
             "base": self.base,
             "gamma": self.gamma,

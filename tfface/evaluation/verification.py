@@ -1,0 +1,158 @@
+"""Face verification metrics with facenet's exact 10-fold protocol.
+
+Pairs are interleaved in ``embeddings``: rows (0, 1), (2, 3), ... For every fold the
+threshold with the best accuracy on the other folds is applied to the held-out fold (LFW's
+View 2 protocol). The VAL@FAR threshold is interpolated on the training folds as facenet
+does. ``distance_metric`` 0 = squared Euclidean, 1 = angular (arccos(cosine) / pi).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import interpolate, optimize
+from sklearn import metrics
+from sklearn.model_selection import KFold
+
+from tfface.errors import UserError
+
+ROC_THRESHOLDS = np.arange(0, 4, 0.01)
+VAL_THRESHOLDS = np.arange(0, 4, 0.001)
+
+
+@dataclasses.dataclass
+class VerificationResult:
+    """What :func:`evaluate` measured; per-fold arrays have one value per fold."""
+
+    accuracy: np.ndarray  # per fold
+    tpr: np.ndarray  # mean over folds, per ROC threshold
+    fpr: np.ndarray
+    val: float
+    val_std: float
+    far: float
+    auc: float
+    eer: float
+    thresholds: np.ndarray  # best threshold of each fold
+
+    @property
+    def threshold(self) -> float:
+        return float(np.mean(self.thresholds))
+
+    def summary_lines(self) -> list[str]:
+        """facenet's output lines (people grep for these)."""
+        return [
+            f"Accuracy: {np.mean(self.accuracy):.5f}+-{np.std(self.accuracy):.5f}",
+            f"Validation rate: {self.val:.5f}+-{self.val_std:.5f} @ FAR={self.far:.5f}",
+            f"Area Under Curve (AUC): {self.auc:1.3f}",
+            f"Equal Error Rate (EER): {self.eer:1.3f}",
+        ]
+
+
+def distance(embeddings1: np.ndarray, embeddings2: np.ndarray, distance_metric: int = 0) -> np.ndarray:
+    """Row-wise distance: 0 = squared Euclidean, 1 = arccos(cosine similarity) / pi."""
+    if distance_metric == 0:
+        return np.sum(np.square(embeddings1 - embeddings2), axis=1)
+    if distance_metric == 1:
+        dot = np.sum(embeddings1 * embeddings2, axis=1)
+        norm = np.linalg.norm(embeddings1, axis=1) * np.linalg.norm(embeddings2, axis=1)
+        return np.arccos(np.clip(dot / norm, -1.0, 1.0)) / np.pi
+    raise UserError(f"distance_metric: expected 0 (euclidean) or 1 (cosine), got {distance_metric!r}")
+
+
+def _rates(threshold: float, dist: np.ndarray, issame: np.ndarray) -> tuple[float, float, float]:
+    """(tpr, fpr, accuracy) of predicting 'same' when ``dist < threshold``."""
+    predict = dist < threshold
+    tp = np.sum(predict & issame)
+    fp = np.sum(predict & ~issame)
+    tn = np.sum(~predict & ~issame)
+    fn = np.sum(~predict & issame)
+    tpr = 0.0 if tp + fn == 0 else tp / (tp + fn)
+    fpr = 0.0 if fp + tn == 0 else fp / (fp + tn)
+    return tpr, fpr, (tp + tn) / dist.size
+
+
+def _val_far(threshold: float, dist: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
+    predict = dist < threshold
+    n_same, n_diff = np.sum(issame), np.sum(~issame)
+    val = np.sum(predict & issame) / n_same if n_same else 0.0
+    far = np.sum(predict & ~issame) / n_diff if n_diff else 0.0
+    return val, far
+
+
+def _fold_distances(emb1, emb2, train, test, distance_metric, subtract_mean):
+    mean = np.mean(np.concatenate([emb1[train], emb2[train]]), axis=0) if subtract_mean else 0.0
+    return distance(emb1 - mean, emb2 - mean, distance_metric)
+
+
+def evaluate(
+    embeddings: np.ndarray,
+    actual_issame,
+    nrof_folds: int = 10,
+    distance_metric: int = 0,
+    subtract_mean: bool = False,
+    far_target: float = 1e-3,
+) -> VerificationResult:
+    """10-fold verification of interleaved pair ``embeddings`` (2N, D) against ``actual_issame`` (N,)."""
+    embeddings = np.asarray(embeddings, np.float64)
+    issame = np.asarray(actual_issame, bool)
+    if embeddings.ndim != 2 or embeddings.shape[0] != 2 * issame.shape[0]:
+        raise ValueError(
+            f"embeddings: expected shape (2N, D) with N={issame.shape[0]} pairs, got {embeddings.shape}"
+        )
+    if issame.shape[0] < nrof_folds:
+        raise ValueError(f"nrof_folds={nrof_folds} needs at least as many pairs, got {issame.shape[0]}")
+    emb1, emb2 = embeddings[0::2], embeddings[1::2]
+    folds = list(KFold(n_splits=nrof_folds, shuffle=False).split(np.arange(issame.shape[0])))
+
+    tprs = np.zeros((nrof_folds, ROC_THRESHOLDS.size))
+    fprs = np.zeros((nrof_folds, ROC_THRESHOLDS.size))
+    accuracy = np.zeros(nrof_folds)
+    best = np.zeros(nrof_folds)
+    val = np.zeros(nrof_folds)
+    far = np.zeros(nrof_folds)
+    for i, (train, test) in enumerate(folds):
+        dist = _fold_distances(emb1, emb2, train, test, distance_metric, subtract_mean)
+        train_acc = [_rates(t, dist[train], issame[train])[2] for t in ROC_THRESHOLDS]
+        best[i] = ROC_THRESHOLDS[int(np.argmax(train_acc))]
+        for j, t in enumerate(ROC_THRESHOLDS):
+            tprs[i, j], fprs[i, j], _ = _rates(t, dist[test], issame[test])
+        accuracy[i] = _rates(best[i], dist[test], issame[test])[2]
+
+        far_train = np.array([_val_far(t, dist[train], issame[train])[1] for t in VAL_THRESHOLDS])
+        threshold = _threshold_at_far(far_train, far_target)
+        val[i], far[i] = _val_far(threshold, dist[test], issame[test])
+
+    tpr, fpr = np.mean(tprs, axis=0), np.mean(fprs, axis=0)
+    return VerificationResult(
+        accuracy=accuracy,
+        tpr=tpr,
+        fpr=fpr,
+        val=float(np.mean(val)),
+        val_std=float(np.std(val)),
+        far=float(np.mean(far)),
+        auc=float(metrics.auc(fpr, tpr)),
+        eer=_eer(fpr, tpr),
+        thresholds=best,
+    )
+
+
+def _threshold_at_far(far_train: np.ndarray, far_target: float) -> float:
+    """Linear interpolation of threshold as a function of FAR at ``far_target`` (facenet's
+    ``interp1d(far, thresholds, 'slinear')``); 0 when the target FAR is never reached.
+
+    FAR is a non-decreasing step function of the threshold, so many thresholds share one FAR;
+    each FAR value keeps its smallest threshold (current SciPy refuses duplicate x values).
+    """
+    if np.max(far_train) < far_target:
+        return 0.0
+    far_values, first = np.unique(far_train, return_index=True)
+    return float(np.interp(far_target, far_values, VAL_THRESHOLDS[first]))
+
+
+def _eer(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Equal error rate: where 1 - tpr == fpr on the mean ROC (facenet's brentq root)."""
+    try:
+        roc = interpolate.interp1d(fpr, tpr)
+        return float(optimize.brentq(lambda x: 1.0 - x - roc(x), 0.0, 1.0))
+    except ValueError:  # degenerate ROC (e.g. a perfect separation with duplicated fpr)
+        return float("nan")

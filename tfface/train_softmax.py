@@ -1,0 +1,201 @@
+"""Train a face recognizer with a classification head (softmax, ArcFace, ...).
+
+    python -m tfface.train_softmax --flagfile configs/quickstart.flags
+
+facenet's flag names. ``data_dir`` is a tfface TFRecord directory or a folder of identity
+sub-folders (converted to TFRecords inside the run directory first). The run directory
+``models_base_dir/<subdir>`` gets ``flags.txt`` (rerun with ``--flagfile <run_dir>/flags.txt``
+to resume), checkpoints, TensorBoard logs and the exported SavedModel; with ``lfw_dir`` the
+model is evaluated on the pairs after every epoch, printing facenet's result lines.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import tensorflow as tf
+from absl import flags, logging
+
+from tfface import cli
+from tfface.data import folders, pipeline, tfrecord
+from tfface.errors import UserError, check_dir, check_positive
+from tfface.evaluation.lfw import evaluate_pairs
+from tfface.heads import get_head, list_heads
+from tfface.models import list_backbones
+from tfface.preprocessing import STANDARDIZATIONS
+from tfface.training import OPTIMIZERS, STRATEGIES
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("data_dir", None, "TFRecord directory, or identity folders (data_dir/<name>/<images>).")
+flags.DEFINE_string("models_base_dir", "runs", "Run directories are created under this directory.")
+flags.DEFINE_string("logs_base_dir", "", "TensorBoard logs directory base (default: inside the run directory).")
+flags.DEFINE_string("subdir", "", "Run directory name (default: a timestamp); an existing one is resumed.")
+flags.DEFINE_string("model_def", "mobilefacenet", "Backbone name (see tfface.models.list_backbones()).")
+flags.DEFINE_string("model_name", "", "Name of the exported model (default: model_def).")
+flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
+flags.DEFINE_integer("image_width", 0, "Image width if different from image_size (e.g. 96 for SphereFace).")
+flags.DEFINE_integer("embedding_size", 512, "Dimensionality of the embedding.")
+flags.DEFINE_enum("head", "arcface", list_heads(), "Classification head.")
+flags.DEFINE_list("head_kwargs", [], "Head options as key=value, e.g. scale=64,margin=0.5.")
+flags.DEFINE_integer("batch_size", 90, "Global batch size (split over replicas).")
+flags.DEFINE_integer("epoch_size", 1000, "Number of batches per epoch.")
+flags.DEFINE_integer("max_nrof_epochs", 10, "Number of epochs to run.")
+flags.DEFINE_enum("optimizer", "ADAM", list(OPTIMIZERS), "The optimization algorithm.")
+flags.DEFINE_float("learning_rate", 0.01, "Learning rate; -1 reads learning_rate_schedule_file.")
+flags.DEFINE_string("learning_rate_schedule_file", "", "facenet schedule file: '<epoch>: <rate>' lines.")
+flags.DEFINE_float("weight_decay", 0.0, "L2 weight regularization.")
+flags.DEFINE_float("keep_probability", 1.0, "Keep probability of dropout before the bottleneck.")
+flags.DEFINE_boolean("random_crop", False, "Randomly crop image_size out of larger training images.")
+flags.DEFINE_boolean("random_flip", False, "Randomly mirror training images.")
+flags.DEFINE_boolean("random_rotate", False, "Randomly rotate training images by up to 10 degrees.")
+flags.DEFINE_boolean("use_fixed_image_standardization", True, "(x-127.5)/128 instead of per-image prewhitening.")
+flags.DEFINE_enum("standardization", "", [""] + sorted(STANDARDIZATIONS), "Overrides use_fixed_image_standardization.")
+flags.DEFINE_integer("seed", 666, "Random seed (data order and augmentation are deterministic).")
+flags.DEFINE_integer("min_nrof_images_per_class", 1, "Identity folders with fewer images are ignored.")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (testing 'mirrored' on CPU).")
+flags.DEFINE_boolean("mixed_precision", False, "Train with the mixed_float16 policy.")
+flags.DEFINE_integer("log_every_n_steps", 10, "Print progress every N steps.")
+flags.DEFINE_string("lfw_dir", "", "Aligned LFW-layout images to evaluate on after every epoch.")
+flags.DEFINE_string("lfw_pairs", "", "LFW pairs file (default: lfw_dir/pairs.txt).")
+flags.DEFINE_integer("lfw_batch_size", 100, "Batch size for the LFW evaluation.")
+flags.DEFINE_integer("lfw_nrof_folds", 10, "Folds of the LFW cross-validation.")
+flags.DEFINE_integer("lfw_distance_metric", 0, "0: squared Euclidean, 1: angular.")
+flags.DEFINE_boolean("lfw_use_flipped_images", False, "Concatenate embeddings of mirrored images.")
+flags.DEFINE_boolean("lfw_subtract_mean", False, "Subtract the training folds' mean embedding.")
+
+
+def parse_kwargs(items: list[str], flag: str) -> dict:
+    """``["scale=64", "easy_margin=true"]`` -> ``{"scale": 64.0, "easy_margin": True}``."""
+    kwargs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--{flag}: expected key=value items, got {item!r}")
+        low = value.lower()
+        if low in ("true", "false"):
+            kwargs[key] = low == "true"
+        else:
+            try:
+                kwargs[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+            except ValueError:
+                kwargs[key] = value
+    return kwargs
+
+
+def _training_data(data_dir: str, run_dir: str) -> str:
+    """A TFRecord directory for ``data_dir`` (identity folders are converted into the run dir)."""
+    check_dir(data_dir, "data_dir")
+    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)):
+        return data_dir
+    converted = os.path.join(run_dir, "tfrecords")
+    if os.path.isfile(os.path.join(converted, tfrecord.INFO_FILE)):
+        return converted
+    dataset = folders.filter_min_images(folders.get_dataset(data_dir), FLAGS.min_nrof_images_per_class)
+    if not dataset or not any(len(cls) for cls in dataset):
+        raise UserError(f"data_dir: '{data_dir}' has no images (min_nrof_images_per_class={FLAGS.min_nrof_images_per_class})")
+    logging.info("converting %d identity folders of %s to TFRecords in %s", len(dataset), data_dir, converted)
+    folders.dataset_to_tfrecords(dataset, converted)
+    return converted
+
+
+def _validate_flags() -> None:
+    if not FLAGS.data_dir:
+        raise UserError("--data_dir is required (a TFRecord directory or identity folders)")
+    for name in ("image_size", "embedding_size", "batch_size", "epoch_size", "max_nrof_epochs", "log_every_n_steps"):
+        check_positive(getattr(FLAGS, name), f"--{name}")
+    if FLAGS.learning_rate <= 0 and not FLAGS.learning_rate_schedule_file:
+        raise UserError("--learning_rate: expected > 0, or -1 together with --learning_rate_schedule_file")
+    if not 0.0 < FLAGS.keep_probability <= 1.0:
+        raise UserError(f"--keep_probability: expected a value in (0, 1], got {FLAGS.keep_probability}")
+    if FLAGS.model_def not in list_backbones():
+        raise UserError(f"--model_def: expected one of {list_backbones()}, got {FLAGS.model_def!r}")
+    if FLAGS.lfw_dir:
+        check_dir(FLAGS.lfw_dir, "--lfw_dir")
+
+
+def _write_flags(run_dir: str, subdir: str) -> None:
+    """Stores this module's flags (with the actual subdir) so the run can be resumed/reproduced."""
+    lines = [f"--subdir={subdir}"]
+    for flag in FLAGS.get_flags_for_module(sys.modules[__name__]):
+        if flag.name != "subdir":
+            lines.append(flag.serialize())
+    with open(os.path.join(run_dir, "flags.txt"), "w") as f:
+        f.write("\n".join(line for line in lines if line) + "\n")
+
+
+def main(argv) -> None:
+    from tfface.training import TrainConfig, Trainer, configure_cpu_devices
+
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    _validate_flags()
+    if FLAGS.cpu_devices:
+        configure_cpu_devices(FLAGS.cpu_devices)
+    subdir = FLAGS.subdir or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = os.path.join(os.path.expanduser(FLAGS.models_base_dir), subdir)
+    os.makedirs(run_dir, exist_ok=True)
+    _write_flags(run_dir, subdir)
+    data_dir = _training_data(FLAGS.data_dir, run_dir)
+    image_size = (FLAGS.image_size, FLAGS.image_width or FLAGS.image_size)
+    standardization = FLAGS.standardization or (
+        "fixed_image_standardization" if FLAGS.use_fixed_image_standardization else "prewhiten"
+    )
+    evaluate = None
+    if FLAGS.lfw_dir:
+        pairs = FLAGS.lfw_pairs or os.path.join(FLAGS.lfw_dir, "pairs.txt")
+
+        def evaluate(embedder, epoch):
+            result = evaluate_pairs(
+                lambda images: tf.math.l2_normalize(embedder(images.astype("float32"), training=False), 1).numpy(),
+                FLAGS.lfw_dir, pairs, image_size, FLAGS.lfw_batch_size, FLAGS.lfw_use_flipped_images,
+                FLAGS.lfw_nrof_folds, FLAGS.lfw_distance_metric, FLAGS.lfw_subtract_mean,
+            )
+            print(f"Epoch {epoch + 1} LFW evaluation:", *result.summary_lines(), sep="\n", flush=True)
+            return {"accuracy": float(result.accuracy.mean()), "val": result.val, "auc": result.auc}
+
+    head_kwargs = parse_kwargs(FLAGS.head_kwargs, "head_kwargs")
+    try:
+        get_head(FLAGS.head, 2, **head_kwargs)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"--head_kwargs: {err}") from None
+    config = TrainConfig(
+        data_dir=data_dir,
+        run_dir=run_dir,
+        model_def=FLAGS.model_def,
+        image_size=image_size,
+        embedding_size=FLAGS.embedding_size,
+        standardization=standardization,
+        head=FLAGS.head,
+        head_kwargs=head_kwargs,
+        batch_size=FLAGS.batch_size,
+        epoch_size=FLAGS.epoch_size,
+        max_nrof_epochs=FLAGS.max_nrof_epochs,
+        optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate,
+        learning_rate_schedule_file=FLAGS.learning_rate_schedule_file if FLAGS.learning_rate <= 0 else "",
+        weight_decay=FLAGS.weight_decay,
+        keep_probability=FLAGS.keep_probability,
+        augment=pipeline.Augment(FLAGS.random_crop, FLAGS.random_flip, FLAGS.random_rotate),
+        seed=FLAGS.seed,
+        strategy=FLAGS.strategy,
+        mixed_precision=FLAGS.mixed_precision,
+        log_every_n_steps=FLAGS.log_every_n_steps,
+        model_name=FLAGS.model_name,
+        evaluate=evaluate,
+    )
+    result = Trainer(config).train()
+    print(f"Run directory: {result.run_dir}")
+    print(f"Exported model: {result.export_dir}")
+    print(f"Final training loss {result.final_loss:.4f}, accuracy {result.final_accuracy:.4f}")
+
+
+def run() -> None:
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
+

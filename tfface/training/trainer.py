@@ -1,0 +1,212 @@
+"""The training loop: one ``tf.function`` step run with ``strategy.run``, for every strategy.
+
+Not ``Model.fit``: Keras 3's ``fit`` fails under MultiWorkerMirroredStrategy
+(keras-team/keras#20585), while this loop runs the same code on one device, N mirrored
+replicas, several workers or a TPU. A run directory holds ``flags.txt`` (written by the CLI),
+``checkpoints/`` (resumed automatically), TensorBoard ``logs/`` and ``export/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfface import heads, models
+from tfface.data import pipeline, tfrecord
+from tfface.export import export_saved_model
+from tfface.training.optimizers import make_optimizer
+from tfface.training.schedules import learning_rate_for_epoch, read_schedule_file
+from tfface.training.strategy import get_strategy, is_chief
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; the CLI fills it from flags (facenet's names)."""
+
+    data_dir: str
+    run_dir: str
+    model_def: str = "mobilefacenet"
+    image_size: tuple[int, int] = (112, 112)
+    embedding_size: int = 512
+    standardization: str = "fixed_image_standardization"
+    head: str = "arcface"
+    head_kwargs: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 90
+    epoch_size: int = 1000
+    max_nrof_epochs: int = 10
+    optimizer: str = "ADAM"
+    learning_rate: float = 0.01
+    learning_rate_schedule_file: str = ""
+    weight_decay: float = 0.0
+    keep_probability: float = 1.0
+    augment: pipeline.Augment = dataclasses.field(default_factory=pipeline.Augment)
+    seed: int = 666
+    strategy: str = "default"
+    mixed_precision: bool = False
+    log_every_n_steps: int = 10
+    model_name: str = ""
+    evaluate: Callable[[keras.Model, int], dict] | None = None  # called after each epoch
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: str
+    export_dir: str | None
+    epochs_run: int
+    steps: int
+    final_loss: float
+    final_accuracy: float
+    metrics: dict
+
+
+def _kernel_l2(variables) -> tf.Tensor:
+    """``sum(w**2) / 2`` over kernels only (no BN, PReLU or biases), like slim's l2_regularizer."""
+    kernels = [v for v in variables if "kernel" in v.path]
+    return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels]) if kernels else tf.constant(0.0)
+
+
+class Trainer:
+    """Builds embedder + head under a strategy and trains them with a custom loop."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        self.strategy = get_strategy(config.strategy)
+        self.chief = is_chief(self.strategy)
+        self.info = tfrecord.read_dataset_info(config.data_dir)
+        self.shards = tfrecord.list_shards(config.data_dir)
+        self.num_classes = int(self.info["num_classes"])
+        self.schedule = read_schedule_file(config.learning_rate_schedule_file) if config.learning_rate_schedule_file else None
+        backbone_kwargs = {"keep_probability": config.keep_probability} if config.keep_probability < 1.0 else {}
+        with self.strategy.scope():
+            self.embedder = models.build_embedder(
+                config.model_def, config.image_size, config.embedding_size, config.standardization, **backbone_kwargs
+            )
+            self.head = heads.get_head(config.head, self.num_classes, **config.head_kwargs)
+            self.head.build([(None, config.embedding_size), (None,)])
+            optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate)
+            if config.mixed_precision:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.optimizer.build(self._variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            embedder=self.embedder, head=self.head, optimizer=self.optimizer, epoch=self.epoch
+        )
+        checkpoint_dir = os.path.join(config.run_dir, "checkpoints")
+        if not self.chief:  # other workers write to a scratch dir (MultiWorker needs everyone to save)
+            checkpoint_dir = os.path.join(config.run_dir, f"checkpoints-worker-{self.strategy.cluster_resolver.task_id}")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
+
+    @property
+    def _variables(self) -> list:
+        return self.embedder.trainable_variables + self.head.trainable_variables
+
+    def _rate(self, epoch: int) -> float | None:
+        if self.schedule is None:
+            return self.config.learning_rate
+        return learning_rate_for_epoch(self.schedule, epoch)
+
+    def _make_step(self) -> Callable:
+        config, strategy = self.config, self.strategy
+        replicas = strategy.num_replicas_in_sync
+
+        def step(images, labels):
+            with tf.GradientTape() as tape:
+                embeddings = self.embedder(images, training=True)
+                logits = self.head([embeddings, labels], training=True)
+                per_example = heads.head_loss(labels, logits)
+                xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+                reg = config.weight_decay * _kernel_l2(self._variables) / replicas
+                loss = xent + reg
+                scaled = self.optimizer.scale_loss(loss) if config.mixed_precision else loss
+            grads = tape.gradient(scaled, self._variables)
+            self.optimizer.apply_gradients(zip(grads, self._variables))
+            correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(logits), labels), tf.float32))
+            return tf.stack([loss, xent, reg, correct / config.batch_size])
+
+        @tf.function
+        def train_steps(iterator, count):
+            totals = tf.zeros([4])
+            for _ in tf.range(count):
+                values = strategy.run(step, args=next(iterator))
+                totals += strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
+            return totals / tf.cast(count, tf.float32)
+
+        return train_steps
+
+    def train(self) -> TrainResult:
+        """Runs (or resumes) the training; exports the embedder at the end."""
+        config = self.config
+        restored = self.manager.restore_or_initialize()
+        start_epoch = int(self.epoch.numpy())
+        if restored:
+            logging.info("resumed from %s at epoch %d", restored, start_epoch)
+        dataset = pipeline.distribute(
+            self.strategy, self.shards, config.batch_size, config.image_size,
+            augment=config.augment, seed=config.seed + start_epoch, training=True,
+        )
+        iterator = iter(dataset)
+        train_steps = self._make_step()
+        writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "logs")) if self.chief else tf.summary.create_noop_writer()
+        metrics: dict = {}
+        averages = np.zeros(4)
+        epoch = start_epoch
+        for epoch in range(start_epoch, config.max_nrof_epochs):
+            rate = self._rate(epoch)
+            if rate is None:
+                logging.info("learning-rate schedule says stop at epoch %d", epoch)
+                break
+            self.optimizer.learning_rate.assign(rate)
+            averages = self._run_epoch(train_steps, iterator, epoch, rate, writer)
+            self.epoch.assign(epoch + 1)
+            self.manager.save(checkpoint_number=epoch + 1)
+            if config.evaluate is not None:
+                metrics = config.evaluate(self.embedder, epoch)
+                with writer.as_default(step=(epoch + 1) * config.epoch_size):
+                    for name, value in metrics.items():
+                        tf.summary.scalar(f"eval/{name}", value)
+        else:
+            epoch = config.max_nrof_epochs
+        export_dir = None
+        if self.chief:
+            export_base = os.path.join(config.run_dir, "export")
+            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def)
+            logging.info("exported the embedder to %s", export_dir)
+        return TrainResult(
+            run_dir=config.run_dir,
+            export_dir=export_dir,
+            epochs_run=epoch - start_epoch,
+            steps=int(self.optimizer.iterations.numpy()),
+            final_loss=float(averages[0]),
+            final_accuracy=float(averages[3]),
+            metrics=metrics,
+        )
+
+    def _run_epoch(self, train_steps, iterator, epoch: int, rate: float, writer) -> np.ndarray:
+        config = self.config
+        done, averages = 0, np.zeros(4)
+        while done < config.epoch_size:
+            count = min(config.log_every_n_steps, config.epoch_size - done)
+            start = time.time()
+            averages = train_steps(iterator, tf.constant(count)).numpy()
+            elapsed = time.time() - start
+            done += count
+            loss, xent, reg, accuracy = averages
+            logging.info(
+                "Epoch: [%d][%d/%d]\tTime %.3f\tLoss %2.3f\tXent %2.3f\tRegLoss %2.3f\tAccuracy %2.3f\tLr %2.5f\t(%.1f img/s)",
+                epoch + 1, done, config.epoch_size, elapsed / count, loss, xent, reg, accuracy, rate,
+                count * config.batch_size / elapsed,
+            )
+            with writer.as_default(step=epoch * config.epoch_size + done):
+                for name, value in zip(("loss", "xent", "reg_loss", "accuracy"), averages):
+                    tf.summary.scalar(f"train/{name}", value)
+                tf.summary.scalar("train/learning_rate", rate)
+        return averages

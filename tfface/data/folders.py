@@ -1,0 +1,191 @@
+"""facenet's one-folder-per-identity datasets: listing, splitting, conversion to TFRecords.
+
+Layout: ``data_dir/<identity>/<image files>``. Identities are sorted by name and get dense
+labels 0..C-1. Unreadable files never stop a conversion: they are skipped, counted and
+listed in ``conversion_report.json``.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import os
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+from absl import logging
+
+from tfface.data import tfrecord
+from tfface.errors import UserError, check_choice, check_dir
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+SPLIT_MODES = ("SPLIT_CLASSES", "SPLIT_IMAGES")
+REPORT_FILE = "conversion_report.json"
+
+
+@dataclasses.dataclass
+class ImageClass:
+    """One identity: its name and the paths of its images."""
+
+    name: str
+    image_paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+
+def get_dataset(data_dir: str) -> list[ImageClass]:
+    """Lists ``data_dir/<identity>/*`` (image extensions only), identities sorted by name."""
+    check_dir(data_dir, "data_dir")
+    classes = []
+    for name in sorted(os.listdir(data_dir)):
+        folder = os.path.join(data_dir, name)
+        if not os.path.isdir(folder):
+            continue
+        paths = [
+            os.path.join(folder, f)
+            for f in sorted(os.listdir(folder))
+            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
+        ]
+        classes.append(ImageClass(name, paths))
+    if not classes:
+        raise UserError(f"data_dir: '{data_dir}' has no identity sub-folders (expected data_dir/<identity>/<images>)")
+    return classes
+
+
+def filter_min_images(dataset: Sequence[ImageClass], min_nrof_images_per_class: int) -> list[ImageClass]:
+    """Keeps identities with at least ``min_nrof_images_per_class`` images."""
+    return [cls for cls in dataset if len(cls) >= min_nrof_images_per_class]
+
+
+def split_dataset(
+    dataset: Sequence[ImageClass],
+    split_ratio: float,
+    min_nrof_images_per_class: int = 1,
+    mode: str = "SPLIT_IMAGES",
+    seed: int = 0,
+) -> tuple[list[ImageClass], list[ImageClass]]:
+    """facenet's train/validation split; ``split_ratio`` is the validation fraction.
+
+    ``SPLIT_CLASSES``: whole identities go to validation (open-set). ``SPLIT_IMAGES``: each
+    identity keeps ``floor(n * (1 - split_ratio))`` images for training (at least one image
+    left for validation); identities with fewer than ``min_nrof_images_per_class`` training
+    images are dropped from both sides.
+    """
+    check_choice(mode, SPLIT_MODES, "validation_set_split_mode")
+    if not 0.0 <= split_ratio < 1.0:
+        raise UserError(f"validation_set_split_ratio: expected a value in [0, 1), got {split_ratio}")
+    rng = np.random.RandomState(seed)
+    if mode == "SPLIT_CLASSES":
+        order = rng.permutation(len(dataset))
+        split = int(round(len(dataset) * (1.0 - split_ratio)))
+        return [dataset[i] for i in order[:split]], [dataset[i] for i in order[split:]]
+    train, val = [], []
+    for cls in dataset:
+        paths = list(rng.permutation(cls.image_paths))
+        split = min(int(math.floor(len(paths) * (1.0 - split_ratio))), len(paths) - 1)
+        if split >= min_nrof_images_per_class:
+            train.append(ImageClass(cls.name, paths[:split]))
+            val.append(ImageClass(cls.name, paths[split:]))
+    return train, val
+
+
+def split_by_count(
+    dataset: Sequence[ImageClass],
+    nrof_train_images_per_class: int,
+    min_nrof_images_per_class: int = 1,
+    seed: int = 0,
+) -> tuple[list[ImageClass], list[ImageClass]]:
+    """facenet classifier's split: ``nrof_train_images_per_class`` random images per identity
+    for training, the rest for testing; identities below ``min_nrof_images_per_class`` dropped."""
+    rng = np.random.RandomState(seed)
+    train, test = [], []
+    for cls in filter_min_images(dataset, min_nrof_images_per_class):
+        paths = list(rng.permutation(cls.image_paths))
+        train.append(ImageClass(cls.name, paths[:nrof_train_images_per_class]))
+        test.append(ImageClass(cls.name, paths[nrof_train_images_per_class:]))
+    return train, test
+
+
+def read_image_file(path: str) -> tuple[bytes, str, int, int]:
+    """Validates one image file and returns ``(encoded, format, height, width)`` for the schema.
+
+    JPEG and PNG files that are 8-bit grey or colour keep their original bytes; anything else
+    that OpenCV can decode (PGM, BMP, 16-bit, alpha, CMYK...) is converted to 8-bit BGR and
+    re-encoded as PNG. EXIF orientation is applied (re-encoded) when present.
+    Raises ``ValueError`` with the reason when the file cannot be used.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not raw:
+        raise ValueError("empty file")
+    buf = np.frombuffer(raw, np.uint8)
+    unchanged = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if unchanged is None or unchanged.size == 0:
+        raise ValueError("not a decodable image")
+    colour = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies EXIF orientation, drops alpha, 8-bit
+    height, width = colour.shape[:2]
+    fmt = "jpeg" if raw[:3] == b"\xff\xd8\xff" else "png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else None
+    plain = unchanged.dtype == np.uint8 and (unchanged.ndim == 2 or unchanged.shape[2] == 3)
+    if fmt and plain and unchanged.shape[:2] == (height, width):
+        return raw, fmt, height, width
+    ok, png = cv2.imencode(".png", colour)
+    if not ok:
+        raise ValueError("could not re-encode as PNG")
+    return png.tobytes(), "png", height, width
+
+
+def dataset_to_tfrecords(
+    dataset: Sequence[ImageClass],
+    output_dir: str,
+    num_shards: int = 4,
+    alignment: str = "none",
+    num_threads: int = 4,
+) -> dict:
+    """Converts identity folders to TFRecord shards; returns ``dataset_info.json``'s content.
+
+    Bad files are skipped; ``output_dir/conversion_report.json`` lists them with the reason.
+    """
+    class_names = [cls.name for cls in dataset]
+    jobs = [(label, path) for label, cls in enumerate(dataset) for path in cls.image_paths]
+    skipped: list[dict] = []
+    sizes: set[tuple[int, int]] = set()
+    os.makedirs(output_dir, exist_ok=True)
+    writer = tfrecord.ShardedWriter(output_dir, num_shards, class_names, alignment=alignment)
+    with writer, concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+        for (label, path), result in zip(jobs, pool.map(_try_read, (p for _, p in jobs))):
+            if isinstance(result, str):
+                skipped.append({"path": path, "reason": result})
+                logging.warning("skipping %s: %s", path, result)
+                continue
+            encoded, fmt, height, width = result
+            sizes.add((height, width))
+            writer.write(
+                tfrecord.make_example(
+                    encoded, label, height, width, fmt, text=class_names[label], source_id=path
+                )
+            )
+        writer.info["image_size"] = list(sizes.pop()) if len(sizes) == 1 else None
+        writer.info["num_skipped"] = len(skipped)
+    tfrecord.write_json_atomic(
+        os.path.join(output_dir, REPORT_FILE),
+        {"num_files": len(jobs), "num_written": len(jobs) - len(skipped), "skipped": skipped},
+    )
+    logging.info(
+        "converted %d images of %d identities to %s (%d skipped, see %s)",
+        len(jobs) - len(skipped), len(class_names), output_dir, len(skipped), REPORT_FILE,
+    )
+    return tfrecord.read_dataset_info(output_dir)
+
+
+def _try_read(path: str) -> tuple[bytes, str, int, int] | str:
+    try:
+        return read_image_file(path)
+    except (OSError, ValueError, cv2.error) as err:
+        return str(err) or type(err).__name__
+
+
+def count_images(dataset: Iterable[ImageClass]) -> int:
+    """Total number of image paths in ``dataset``."""
+    return sum(len(cls) for cls in dataset)

@@ -1,0 +1,165 @@
+"""tf.data input pipeline over TFRecord shards of the tfface schema.
+
+Reads shards interleaved, decodes in parallel (JPEG/PNG, grey -> RGB), resizes to the model's
+image size, augments (random crop, flip, rotation) and batches. Images leave the pipeline as
+float32 pixels in [0, 255]: standardization is the model's first layer (the preprocessing
+contract), so it is applied identically in training, evaluation and serving.
+
+With a ``seed`` the output is deterministic: file order, shuffling and every augmentation use
+stateless random ops keyed by a seeded per-example stream.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+from tfface.data import tfrecord
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation (facenet's flags)."""
+
+    random_crop: bool = False
+    random_flip: bool = False
+    random_rotate: bool = False
+    max_rotation_degrees: float = 10.0
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+    """JPEG/PNG bytes -> uint8 (H, W, 3); grey images are replicated to RGB."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def rotate(image: tf.Tensor, radians: tf.Tensor) -> tf.Tensor:
+    """Rotates one float image (H, W, C) about its centre, reflecting at the borders."""
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    c, s = tf.cos(radians), tf.sin(radians)
+    # Maps each output pixel (x, y) to its input location.
+    transform = tf.stack([c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy, 0.0, 0.0])
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=transform[None],
+        output_shape=shape[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )[0]
+
+
+def preprocess(
+    encoded: tf.Tensor,
+    image_size: tuple[int, int],
+    augment: Augment | None = None,
+    seed: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Decodes and prepares one image: float32 (H, W, 3) pixels in [0, 255].
+
+    Without ``random_crop`` an image of another size is resized to ``image_size``; with it,
+    an ``image_size`` window is cropped at a random place (images smaller than the window are
+    resized up first), as facenet crops 160 px out of 182 px aligned faces.
+    ``seed``: a (2,) int tensor, required when ``augment`` is given.
+    """
+    image = tf.cast(decode_image(encoded), tf.float32)
+    height, width = image_size
+    augment = augment or Augment()
+    if augment.random_crop:
+        shape = tf.shape(image)
+        too_small = tf.logical_or(shape[0] < height, shape[1] < width)
+        image = tf.cond(too_small, lambda: tf.image.resize(image, image_size), lambda: image)
+        image = tf.image.stateless_random_crop(image, [height, width, 3], seed=_fold(seed, 1))
+    else:
+        image = tf.image.resize(image, image_size)
+    if augment.random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=_fold(seed, 2))
+    if augment.random_rotate:
+        limit = math.radians(augment.max_rotation_degrees)
+        angle = tf.random.stateless_uniform([], _fold(seed, 3), -limit, limit)
+        image = rotate(image, angle)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    image.set_shape([height, width, 3])
+    return image
+
+
+def _fold(seed: tf.Tensor, salt: int) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(seed, salt)
+
+
+def make_dataset(
+    shards: Sequence[str],
+    batch_size: int,
+    image_size: tuple[int, int],
+    training: bool = True,
+    augment: Augment | None = None,
+    seed: int | None = None,
+    shuffle_buffer: int = 4096,
+    input_context: tf.distribute.InputContext | None = None,
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
+    """Builds the ``(images, labels)`` dataset; infinite and shuffled when ``training``.
+
+    Args:
+        shards: TFRecord files (see :func:`tfface.data.tfrecord.list_shards`).
+        batch_size: batch size of this input pipeline (per replica under tf.distribute).
+        image_size: (height, width) the model expects.
+        training: repeat forever, shuffle, augment; otherwise one ordered pass.
+        augment: augmentation; ignored when not ``training``.
+        seed: makes order and augmentation deterministic.
+        shuffle_buffer: examples held for shuffling.
+        input_context: from ``strategy.distribute_datasets_from_function``; shards the input.
+        drop_remainder: defaults to ``training``.
+    """
+    if seed is None:
+        seed = int(tf.random.uniform([], 0, 2**31 - 1, tf.int64).numpy())
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    shard_files = len(shards) >= pipelines  # else every pipeline reads all files, keeps 1/N
+    files = tf.data.Dataset.from_tensor_slices(list(shards))
+    if pipelines > 1 and shard_files:
+        files = files.shard(pipelines, pipeline_id)
+    if training:
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(shards), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if pipelines > 1 and not shard_files:
+        records = records.shard(pipelines, pipeline_id)
+    if training:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    examples = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed).batch(2))
+    augment = augment if training else None
+
+    def parse(serialized, example_seed):
+        features = tfrecord.parse_example(serialized)
+        image = preprocess(features["image/encoded"], image_size, augment, example_seed)
+        return image, tf.cast(features["image/class/label"], tf.int32)
+
+    examples = examples.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    drop = training if drop_remainder is None else drop_remainder
+    return examples.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+
+def distribute(
+    strategy: tf.distribute.Strategy,
+    shards: Sequence[str],
+    global_batch_size: int,
+    image_size: tuple[int, int],
+    **kwargs,
+) -> tf.distribute.DistributedDataset:
+    """:func:`make_dataset` per input pipeline, batched per replica, for ``strategy.run``."""
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_replica = context.get_per_replica_batch_size(global_batch_size)
+        return make_dataset(shards, per_replica, image_size, input_context=context, **kwargs)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)

@@ -74,6 +74,15 @@ def built(request) -> Built:
     keras.backend.clear_session()
 
 
+@pytest.fixture(scope="module")
+def strategy() -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy over 2 logical CPUs for all backbones (several strategies in one
+    process reuse collective instance keys and then clash)."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) >= 2, "tests/models/conftest.py could not split the CPU (TF initialised too early)"
+    return tf.distribute.MirroredStrategy(devices[:2])
+
+
 @pytest.fixture
 def mixed_precision():
     previous = keras.config.dtype_policy()
@@ -152,7 +161,9 @@ def test_saved_model_round_trip(built, tmp_path):
         built.model.export(path, format="tf_saved_model", verbose=False)
         served = tf.saved_model.load(path)
         reloaded = served.serve(tf.constant(built.images)).numpy()
-        np.testing.assert_allclose(reloaded, built.outputs, rtol=1e-5, atol=1e-5)
+        # graph-mode kernel fusion (grappler) reorders float32 sums: compare at the output's scale
+        scale = np.abs(built.outputs).max()
+        np.testing.assert_allclose(reloaded, built.outputs, rtol=1e-4, atol=1e-5 * scale)
         del served
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -171,10 +182,7 @@ def test_mixed_precision(built, mixed_precision):
     del model
 
 
-def test_train_step_under_mirrored_strategy(built):
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    assert len(devices) >= 2, "tests/models/conftest.py could not split the CPU (TF initialised too early)"
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
+def test_train_step_under_mirrored_strategy(built, strategy):
     with strategy.scope():
         model = get_backbone(built.name, **built.kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=False)

@@ -12,6 +12,7 @@ from tfface_align.mtcnn.weights import FACENET_FILES, build_net
 
 PNET_CELL = 12.0  # P-Net's window
 PNET_STRIDE = 2.0
+PATCH_BUCKET = 16  # smallest R-Net / O-Net batch
 
 
 class Faces(NamedTuple):
@@ -49,6 +50,39 @@ def _batched_nms(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, span: tf
     ``batch * span`` so boxes of different images never overlap. Returns kept indices."""
     shift = tf.cast(batch, tf.float32)[:, None] * span
     return tf.image.non_max_suppression(boxes + shift, scores, tf.shape(scores)[0], iou)
+
+
+def _overlap(a: tf.Tensor, b: tf.Tensor, smaller: bool) -> tf.Tensor:
+    """Pairwise overlaps of (n, 4) and (m, 4) boxes: IoU, or intersection / smaller area."""
+    ax1, ay1, ax2, ay2 = [t[:, None] for t in tf.unstack(a, axis=1)]
+    bx1, by1, bx2, by2 = [t[None, :] for t in tf.unstack(b, axis=1)]
+    inter = (tf.maximum(0.0, tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1))
+             * tf.maximum(0.0, tf.minimum(ay2, by2) - tf.maximum(ay1, by1)))
+    area_a, area_b = (ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1)
+    denominator = tf.minimum(area_a, area_b) if smaller else area_a + area_b - inter
+    return inter / tf.maximum(denominator, 1e-12)
+
+
+def _suppress_by_any(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, span: tf.Tensor,
+                     threshold: float, smaller: bool = False, chunk: int = 1024) -> tf.Tensor:
+    """Drops every box that overlaps *any* higher-scored box of its image by more than
+    ``threshold``, suppressed or not (the `mtcnn` package's rule; greedy NMS would let a box
+    survive when the box overlapping it was itself suppressed). Returns kept indices by
+    decreasing score. Pairs are compared in chunks of rows, so memory stays ``chunk * N``."""
+    n = tf.shape(scores)[0]
+    order = n - 1 - tf.argsort(scores[::-1], direction="DESCENDING", stable=True)  # ties: later first
+    shift = tf.cast(tf.gather(batch, order), tf.float32)[:, None] * span
+    ranked = tf.gather(boxes, order) + shift
+    columns = tf.range(n)
+
+    def body(start, worst):
+        rows = ranked[start:start + chunk]
+        earlier = (start + tf.range(tf.shape(rows)[0]))[:, None] < columns[None, :]
+        overlaps = tf.where(earlier, _overlap(rows, ranked, smaller), 0.0)
+        return start + chunk, tf.maximum(worst, tf.reduce_max(overlaps, axis=0))
+
+    _, worst = tf.while_loop(lambda start, _: start < n, body, (tf.constant(0), tf.zeros([n])))
+    return tf.gather(order, tf.where(worst <= threshold)[:, 0])
 
 
 def _batched_nms_min(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -103,11 +137,15 @@ class MTCNN:
         weights_dir: str | None = None,
         batch_size: int = 64,
         max_batch_pixels: int = 1 << 24,
+        nms: str = "any",
     ):
         if min_face_size < 12:
             raise ValueError(f"min_face_size: expected >= 12 (P-Net's window), got {min_face_size}")
         if not 0 < factor < 1:
             raise ValueError(f"factor: expected a number in (0, 1), got {factor}")
+        if nms not in ("any", "greedy"):
+            raise ValueError(f"nms: expected 'any' or 'greedy', got {nms!r}")
+        self.nms = nms
         if len(thresholds) != 3 or len(nms_thresholds) != 4:
             raise ValueError("thresholds: expected 3 values, nms_thresholds: expected 4 values")
         self.min_face_size = float(min_face_size)
@@ -128,6 +166,13 @@ class MTCNN:
         )
 
     # ------------------------------------------------------------------ graph
+    def _nms(self, boxes, scores, batch, span, threshold, smaller=False):
+        if self.nms == "greedy":
+            if smaller:
+                return _batched_nms_min(boxes, scores, batch, threshold)
+            return _batched_nms(boxes, scores, batch, span, threshold)
+        return _suppress_by_any(boxes, scores, batch, span, threshold, smaller)
+
     def scales(self, height: int, width: int) -> list[float]:
         """The pyramid scales for an image of this size (NumPy mirror of the graph's loop)."""
         first = PNET_CELL / self.min_face_size
@@ -148,7 +193,7 @@ class MTCNN:
 
         def body(k, boxes_ta, scores_ta, batch_ta):
             scale = first * tf.pow(self.factor, tf.cast(k, tf.float32))
-            size = tf.cast(tf.math.ceil(tf.stack([height, width]) * scale), tf.int32)
+            size = tf.cast(tf.math.floor(tf.stack([height, width]) * scale), tf.int32)
             scaled = tf.image.resize(images, size, method="area")
             offsets, probs = self.pnet(scaled, training=False)
             where = tf.where(probs[..., 1] > threshold)
@@ -156,9 +201,11 @@ class MTCNN:
             offsets = tf.gather_nd(offsets, where)
             batch = tf.cast(where[:, 0], tf.int32)
             yx = tf.cast(where[:, 1:], tf.float32) * PNET_STRIDE
-            corners = tf.concat([yx[:, ::-1], yx[:, ::-1] + PNET_CELL], axis=1)  # x1, y1, x2, y2
-            boxes = (corners + offsets * PNET_CELL) / scale
-            keep = _batched_nms(boxes, scores, batch, span, nms_scale)
+            # The original's window: pixels 2x+1 .. 2x+12 (1-based, inclusive), offsets in units
+            # of its corner distance 11.
+            corners = tf.concat([yx[:, ::-1] + 1.0, yx[:, ::-1] + PNET_CELL], axis=1)  # x1, y1, x2, y2
+            boxes = (corners + offsets * (PNET_CELL - 1.0)) / scale
+            keep = self._nms(boxes, scores, batch, span, nms_scale)
             i = boxes_ta.size()
             return (k + 1, boxes_ta.write(i, tf.gather(boxes, keep)),
                     scores_ta.write(i, tf.gather(scores, keep)), batch_ta.write(i, tf.gather(batch, keep)))
@@ -178,14 +225,18 @@ class MTCNN:
     def _run_on_patches(net, images: tf.Tensor, boxes: tf.Tensor, batch: tf.Tensor, size: int):
         """Crops ``size`` x ``size`` patches of the boxes (bilinear) and runs ``net`` on them.
 
-        One blank patch is appended and its output dropped: convolutions on an empty batch
-        fail with oneDNN."""
+        The batch is padded with blank patches to a power of two (at least PATCH_BUCKET): never
+        empty (convolutions on an empty batch fail with oneDNN) and few distinct shapes."""
         shape = tf.cast(tf.shape(images), tf.float32)
         norm = tf.stack([shape[1], shape[2], shape[1], shape[2]])
         yx_boxes = tf.gather(boxes, [1, 0, 3, 2], axis=1) / norm
         patches = tf.image.crop_and_resize(images, yx_boxes, batch, [size, size])
-        patches = tf.concat([patches, tf.zeros([1, size, size, 3])], axis=0)
-        return [out[:-1] for out in net(patches, training=False)]
+        count = tf.shape(patches)[0]
+        padded = tf.maximum(PATCH_BUCKET, tf.cast(2.0 ** tf.math.ceil(
+            tf.math.log(tf.cast(count + 1, tf.float32)) / math.log(2.0)), tf.int32))
+        # concat, not tf.pad: grappler fuses Pad into the next Conv2D, wrongly for the batch axis.
+        patches = tf.concat([patches, tf.zeros([padded - count, size, size, 3])], axis=0)
+        return [out[:count] for out in net(patches, training=False)]
 
     def detect_batch_graph(self, images: tf.Tensor, sizes: tf.Tensor):
         """The whole cascade on a padded batch, for use inside a ``tf.function``.
@@ -213,7 +264,7 @@ class MTCNN:
         boxes, scores, batch = self._pnet_stage(images, span)
         keep = tf.where(inside(boxes, batch))[:, 0]
         boxes, scores, batch = tf.gather(boxes, keep), tf.gather(scores, keep), tf.gather(batch, keep)
-        keep = _batched_nms(boxes, scores, batch, span, self.nms_thresholds[1])
+        keep = self._nms(boxes, scores, batch, span, self.nms_thresholds[1])
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # R-Net.
@@ -222,7 +273,7 @@ class MTCNN:
         keep = tf.where(scores > self.thresholds[1])[:, 0]
         boxes = _regress(tf.gather(boxes, keep), tf.gather(offsets, keep))
         scores, batch = tf.gather(scores, keep), tf.gather(batch, keep)
-        keep = _batched_nms(boxes, scores, batch, span, self.nms_thresholds[2])
+        keep = self._nms(boxes, scores, batch, span, self.nms_thresholds[2])
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # O-Net.
@@ -236,7 +287,7 @@ class MTCNN:
         landmarks = tf.stack([w * marks[:, :5] + boxes[:, 0:1] - 1.0,
                               h * marks[:, 5:] + boxes[:, 1:2] - 1.0], axis=2)
         boxes = _regress(boxes, offsets)
-        keep = _batched_nms_min(boxes, scores, batch, self.nms_thresholds[3])
+        keep = self._nms(boxes, scores, batch, span, self.nms_thresholds[3], smaller=True)
         keep = tf.gather(keep, tf.where(inside(tf.gather(boxes, keep), tf.gather(batch, keep)))[:, 0])
         boxes = tf.concat([tf.gather(boxes, keep), tf.gather(scores, keep)[:, None]], axis=1)
         return boxes, tf.gather(landmarks, keep), tf.gather(batch, keep)

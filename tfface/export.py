@@ -8,7 +8,7 @@
   to the model's size in the graph).
 
 The model's standardization is inside the graph, so a client can only send raw pixels. The
-image size, standardization and backbone are stored as constants on the SavedModel and in
+image size, standardization and backbone are stored as variables of the SavedModel and in
 ``assets.extra/tfface.json``. A version directory appears atomically (saved under a
 temporary name, then renamed).
 """
@@ -34,9 +34,10 @@ class _EmbeddingModule(tf.Module):
         super().__init__()
         self.embedder = embedder
         height, width = meta["image_size"]
-        self.image_size = tf.constant(meta["image_size"], tf.int32)
-        self.standardization = tf.constant(meta["standardization"])
-        self.backbone = tf.constant(meta["backbone"])
+        # Variables (not constants) so that they are saved with the SavedModel.
+        self.image_size = tf.Variable(meta["image_size"], trainable=False, dtype=tf.int32, name="image_size")
+        self.standardization = tf.Variable(meta["standardization"], trainable=False, name="standardization")
+        self.backbone = tf.Variable(meta["backbone"], trainable=False, name="backbone")
 
         @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")])
         def embed_images(images):

@@ -127,3 +127,43 @@ def test_saved_model_round_trip(detector, faces_dir, tmp_path):
     np.testing.assert_allclose(out["landmarks"].numpy(), expected.landmarks, rtol=1e-4, atol=1e-2)
     direct = loaded.detect(tf.constant(image[:300, :250]))  # another size, same function
     assert direct["boxes"].shape[1] == 5 and not math.isnan(float(tf.reduce_sum(direct["boxes"])))
+
+
+def _reference_suppression(boxes, scores, batch, threshold, smaller):
+    """Plain loops: keep a box unless a higher-scored box of its image overlaps it too much."""
+    kept = []
+    for j in range(len(boxes)):
+        drop = False
+        for i in range(len(boxes)):
+            if i == j or batch[i] != batch[j] or scores[i] < scores[j] or (scores[i] == scores[j] and i < j):
+                continue
+            w = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]))
+            h = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]))
+            area = [(b[2] - b[0]) * (b[3] - b[1]) for b in (boxes[i], boxes[j])]
+            overlap = w * h / (min(area) if smaller else area[0] + area[1] - w * h)
+            drop = drop or overlap > threshold
+        if not drop:
+            kept.append(j)
+    return sorted(kept, key=lambda j: (-scores[j], -j))
+
+
+@pytest.mark.parametrize("smaller", [False, True])
+def test_suppression_rule_matches_loops(smaller):
+    from tfface_align.mtcnn.detector import _suppress_by_any
+
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 60, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (300, 2))], 1).astype(np.float32)
+    scores = rng.choice([0.7, 0.8, 0.9, 0.95, 1.0], 300).astype(np.float32)  # with ties
+    batch = rng.integers(0, 3, 300).astype(np.int32)
+    keep = _suppress_by_any(tf.constant(boxes), tf.constant(scores), tf.constant(batch), tf.constant(500.0),
+                            0.5, smaller, chunk=37).numpy()
+    assert keep.tolist() == _reference_suppression(boxes, scores, batch, 0.5, smaller)
+
+
+def test_greedy_nms_mode_finds_the_same_faces(faces_dir):
+    from tfface_align import MTCNN
+
+    image = _photo(faces_dir, "couple.jpg", longest=640)
+    greedy = MTCNN(nms="greedy").detect(image)
+    _same_faces(greedy, MTCNN().detect(image), min_iou=0.9, landmark_tol=0.03)

@@ -104,11 +104,17 @@ class MTCNN:
     Convolutional Networks" (https://arxiv.org/abs/1604.02878), with the original weights.
 
     The image pyramid runs P-Net on every scale; proposals are thresholded, regressed and
-    suppressed (``tf.image.non_max_suppression``) per scale and across scales, squared, cropped
-    with ``tf.image.crop_and_resize`` for R-Net, refined, suppressed again, and cropped for O-Net,
-    which gives the final boxes, scores and landmarks (last NMS by intersection over the smaller
-    box, as in the original). Conventions (regression before NMS, bilinear patch crops of the
-    normalised image) follow the ``mtcnn`` PyPI package so results agree with it.
+    suppressed per scale and across scales, squared, cropped with ``tf.image.crop_and_resize``
+    for R-Net, refined, suppressed again, and cropped for O-Net, which gives the final boxes,
+    scores and landmarks (the last suppression uses intersection over the smaller box, as in the
+    original). Everything after decoding runs in one ``tf.function``; a batch is one graph call.
+
+    Conventions follow the original and the ``mtcnn`` PyPI package, so results agree with it:
+    P-Net windows span pixels 2x+1..2x+12, regression before suppression, bilinear patch crops
+    of the normalised image. Suppression (``nms="any"``, default) drops a box when *any*
+    higher-scored box of its image overlaps it beyond the threshold, as the ``mtcnn`` package
+    does; ``nms="greedy"`` uses ``tf.image.non_max_suppression`` (classic greedy NMS, which
+    keeps a box whose only suppressor was itself suppressed). Both find the same faces.
 
     Args:
         min_face_size: smallest face side to find, in pixels (sets the first pyramid scale).
@@ -121,6 +127,7 @@ class MTCNN:
         batch_size: at most this many images per graph call.
         max_batch_pixels: at most this many pixels per graph call (images of one call are padded
             to a common size; bounds memory).
+        nms: ``"any"`` (the ``mtcnn`` package's suppression rule) or ``"greedy"``.
 
     Example:
         >>> det = MTCNN()

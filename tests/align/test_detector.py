@@ -73,12 +73,14 @@ def test_batch_and_mixed_sizes_match_single_images(detector, faces_dir):
     mixed = detector.detect([a, b, c])
     assert len(mixed) == 3
     for one, many in zip(single, mixed):
-        _same_faces(one, many)
+        # a and b share a padded batch: its pyramid levels are resized from the padded size,
+        # a slightly different sampling grid, so boxes move a little.
+        _same_faces(one, many, min_iou=0.85, landmark_tol=0.05)
+    np.testing.assert_allclose(mixed[2].boxes, single[2].boxes, rtol=1e-5, atol=1e-3)  # c alone
     batch = detector.detect(np.stack([a, a[:, ::-1]]))      # equal sizes: one (2, H, W, 3) array
     np.testing.assert_allclose(batch[0].boxes, single[0].boxes, rtol=1e-4, atol=1e-2)
-    mirrored = batch[1].boxes[0]
-    np.testing.assert_allclose([a.shape[1] - mirrored[2], a.shape[1] - mirrored[0]],
-                               single[0].boxes[0, [0, 2]], atol=4)
+    x1, y1, x2, y2, _ = batch[1].boxes[0]  # the mirrored photo: about the mirrored box
+    assert iou(np.array([a.shape[1] - x2, y1, a.shape[1] - x1, y2]), single[0].boxes[0]) > 0.8
 
 
 def test_buckets_group_similar_sizes(detector):
@@ -161,9 +163,9 @@ def test_suppression_rule_matches_loops(smaller):
     assert keep.tolist() == _reference_suppression(boxes, scores, batch, 0.5, smaller)
 
 
-def test_greedy_nms_mode_finds_the_same_faces(faces_dir):
+def test_greedy_nms_mode_finds_the_same_faces(detector, faces_dir):
     from tfface_align import MTCNN
 
     image = _photo(faces_dir, "couple.jpg", longest=640)
     greedy = MTCNN(nms="greedy").detect(image)
-    _same_faces(greedy, MTCNN().detect(image), min_iou=0.9, landmark_tol=0.03)
+    _same_faces(greedy, detector.detect(image), min_iou=0.9, landmark_tol=0.03)

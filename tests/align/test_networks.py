@@ -96,6 +96,7 @@ def facenet_dir(tmp_path_factory) -> str:
     return path
 
 
+@pytest.mark.slow  # the torch subprocess alone takes ~10-30 s on 2 loaded cores
 @pytest.mark.parametrize("net", ["pnet", "rnet", "onet"])
 def test_facenet_npy_weights_match(net, facenet_dir):
     path = os.path.join(facenet_dir, FACENET_FILES[net])

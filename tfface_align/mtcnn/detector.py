@@ -128,6 +128,10 @@ class MTCNN:
         max_batch_pixels: at most this many pixels per graph call (images of one call are padded
             to a common size; bounds memory).
         nms: ``"any"`` (the ``mtcnn`` package's suppression rule) or ``"greedy"``.
+        max_padding: images of different sizes share a graph call when padding them to a common
+            size adds at most this share of pixels. The pyramid of a padded image is resampled
+            on a slightly different grid, which moves boxes by a pixel or two; 0 batches only
+            images of identical size (results then equal one-image calls).
 
     Example:
         >>> det = MTCNN()
@@ -145,6 +149,7 @@ class MTCNN:
         batch_size: int = 64,
         max_batch_pixels: int = 1 << 24,
         nms: str = "any",
+        max_padding: float = 0.25,
     ):
         if min_face_size < 12:
             raise ValueError(f"min_face_size: expected >= 12 (P-Net's window), got {min_face_size}")
@@ -160,6 +165,7 @@ class MTCNN:
         self.factor = float(factor)
         self.nms_thresholds = tuple(float(t) for t in nms_thresholds)
         self.batch_size = int(batch_size)
+        self.max_padding = float(max_padding)
         self.max_batch_pixels = int(max_batch_pixels)
         files = {net: f"{weights_dir}/{name}" for net, name in FACENET_FILES.items()} if weights_dir else {}
         self.pnet = build_net("pnet", files.get("pnet"))
@@ -323,7 +329,7 @@ class MTCNN:
     # ------------------------------------------------------------------ NumPy API
     def _buckets(self, shapes: list[tuple[int, int]]) -> list[list[int]]:
         """Groups image indices into padded batches: sorted by size, a batch grows while padding
-        wastes at most a quarter of its pixels and it stays under the batch limits."""
+        is at most ``max_padding`` of its pixels and it stays under the batch limits."""
         order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] * shapes[i][1], shapes[i]))
         buckets: list[list[int]] = []
         current: list[int] = []
@@ -334,7 +340,7 @@ class MTCNN:
             real = sum(shapes[j][0] * shapes[j][1] for j in trial)
             padded = h * w * len(trial)
             if current and (len(trial) > self.batch_size or padded > self.max_batch_pixels
-                            or real < 0.75 * padded):
+                            or real < (1.0 - self.max_padding) * padded):
                 buckets.append(current)
                 trial = [i]
             current = trial

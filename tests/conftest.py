@@ -19,17 +19,20 @@ def testdata_dir() -> str:
     return TESTDATA
 
 
-@pytest.fixture(scope="session")
-def faces_dir(testdata_dir) -> str:
-    path = os.path.join(testdata_dir, "faces")
+def _subdir(testdata_dir: str, name: str) -> str:
+    path = os.path.join(testdata_dir, name)
     if not os.path.isdir(path):
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir(testdata_dir) -> str:
+    """34 real photos + couple.jpg + pairs.csv."""
+    return _subdir(testdata_dir, "faces")
 
 
 @pytest.fixture(scope="session")
 def orl_dir(testdata_dir) -> str:
-    path = os.path.join(testdata_dir, "orl")
-    if not os.path.isdir(path):
-        pytest.skip(f"{path} not found")
-    return path
+    """ORL faces: s1..s30, 10 grey 92x112 PGM images each."""
+    return _subdir(testdata_dir, "orl")

@@ -1,5 +1,6 @@
 """The command-line tools as users run them: real processes, real files."""
 import os
+import re
 import subprocess
 import sys
 
@@ -75,14 +76,17 @@ def test_train_export_validate_and_resume(tiny, trained):
 def test_train_from_identity_folders_under_mirrored_strategy(tiny):
     proc = _run(
         "tfface.train_softmax",
-        *_train_args(tiny, "--subdir=mirrored", "--strategy=mirrored", "--cpu_devices=2", "--optimizer=MOM"),
+        *_train_args(tiny, "--subdir=mirrored", "--strategy=mirrored", "--cpu_devices=2", "--optimizer=MOM",
+                          "--center_loss_factor=0.01", "--prelogits_norm_loss_factor=0.001"),
         f"--data_dir={tiny['verify_dir']}",  # identity folders: converted to TFRecords first
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Number of devices: 2" in proc.stderr or "devices=" in proc.stderr
+    assert "strategy MirroredStrategy: 2 replica(s) in sync" in proc.stderr
     run_dir = tiny["root"] / "runs" / "mirrored"
     assert os.path.isfile(run_dir / "tfrecords" / "dataset_info.json")
     assert os.path.isfile(run_dir / "export" / "mobilefacenet" / "1" / "saved_model.pb")
+    center_losses = [float(v) for v in re.findall(r"\tCl ([0-9.]+)", proc.stderr)]
+    assert len(center_losses) == 3 and all(v > 0 for v in center_losses)  # center loss is active
 
 
 @pytest.mark.parametrize(

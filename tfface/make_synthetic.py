@@ -14,8 +14,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "data/synthetic", "Where to write train/ and verify/.")
 flags.DEFINE_integer("num_train_identities", 300, "Identities used for training.")
 flags.DEFINE_integer("train_images_per_identity", 16, "Images per training identity.")
-flags.DEFINE_integer("num_verify_identities", 100, "Held-out identities for verification pairs (multiple of 10).")
-flags.DEFINE_integer("verify_images_per_identity", 6, "Images per verification identity.")
+flags.DEFINE_integer("num_verify_identities", 200, "Held-out identities for verification pairs (multiple of 10).")
+flags.DEFINE_integer("verify_images_per_identity", 4, "Images per verification identity.")
 flags.DEFINE_integer("num_shards", 4, "TFRecord shards of the training split.")
 flags.DEFINE_integer("seed", 0, "Everything drawn is a function of this seed.")
 

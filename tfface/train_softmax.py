@@ -46,6 +46,10 @@ flags.DEFINE_enum("optimizer", "ADAM", list(OPTIMIZERS), "The optimization algor
 flags.DEFINE_float("learning_rate", 0.01, "Learning rate; -1 reads learning_rate_schedule_file.")
 flags.DEFINE_string("learning_rate_schedule_file", "", "facenet schedule file: '<epoch>: <rate>' lines.")
 flags.DEFINE_float("weight_decay", 0.0, "L2 weight regularization.")
+flags.DEFINE_float("center_loss_factor", 0.0, "Center loss factor (0 = no center loss).")
+flags.DEFINE_float("center_loss_alfa", 0.95, "Center update rate for center loss.")
+flags.DEFINE_float("prelogits_norm_loss_factor", 0.0, "Loss based on the norm of the activations in the prelogits layer.")
+flags.DEFINE_float("prelogits_norm_p", 1.0, "Norm to use for prelogits norm loss.")
 flags.DEFINE_float("keep_probability", 1.0, "Keep probability of dropout before the bottleneck.")
 flags.DEFINE_boolean("random_crop", False, "Randomly crop image_size out of larger training images.")
 flags.DEFINE_boolean("random_flip", False, "Randomly mirror training images.")
@@ -108,6 +112,10 @@ def _validate_flags() -> None:
         check_positive(getattr(FLAGS, name), f"--{name}")
     if FLAGS.learning_rate <= 0 and not FLAGS.learning_rate_schedule_file:
         raise UserError("--learning_rate: expected > 0, or -1 together with --learning_rate_schedule_file")
+    for name in ("weight_decay", "center_loss_factor", "prelogits_norm_loss_factor"):
+        check_positive(getattr(FLAGS, name), f"--{name}", allow_zero=True)
+    if not 0.0 <= FLAGS.center_loss_alfa <= 1.0:
+        raise UserError(f"--center_loss_alfa: expected a value in [0, 1], got {FLAGS.center_loss_alfa}")
     if not 0.0 < FLAGS.keep_probability <= 1.0:
         raise UserError(f"--keep_probability: expected a value in (0, 1], got {FLAGS.keep_probability}")
     if FLAGS.model_def not in list_backbones():
@@ -122,8 +130,10 @@ def _write_flags(run_dir: str, subdir: str) -> None:
     for flag in FLAGS.get_flags_for_module(sys.modules[__name__]):
         if flag.name != "subdir":
             lines.append(flag.serialize())
-    with open(os.path.join(run_dir, "flags.txt"), "w") as f:
+    path = os.path.join(run_dir, "flags.txt")
+    with open(f"{path}.tmp-{os.getpid()}", "w") as f:
         f.write("\n".join(line for line in lines if line) + "\n")
+    os.replace(f"{path}.tmp-{os.getpid()}", path)
 
 
 def main(argv) -> None:
@@ -177,6 +187,10 @@ def main(argv) -> None:
         learning_rate=FLAGS.learning_rate,
         learning_rate_schedule_file=FLAGS.learning_rate_schedule_file if FLAGS.learning_rate <= 0 else "",
         weight_decay=FLAGS.weight_decay,
+        center_loss_factor=FLAGS.center_loss_factor,
+        center_loss_alfa=FLAGS.center_loss_alfa,
+        prelogits_norm_loss_factor=FLAGS.prelogits_norm_loss_factor,
+        prelogits_norm_p=FLAGS.prelogits_norm_p,
         keep_probability=FLAGS.keep_probability,
         augment=pipeline.Augment(FLAGS.random_crop, FLAGS.random_flip, FLAGS.random_rotate),
         seed=FLAGS.seed,

@@ -58,7 +58,7 @@ def test_keep_probability_round_trips():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"depth": 34}, {"input_shape": (112, 96, 3)}, {"keep_probability": 0.0}, {"keep_probability": 1.5}],
+    [{"depth": 34}, {"input_shape": (112, 100, 3)}, {"keep_probability": 0.0}, {"keep_probability": 1.5}],
 )
 def test_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):

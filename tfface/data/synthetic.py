@@ -212,8 +212,8 @@ def make_synthetic_dataset(
     output_dir: str,
     num_train_identities: int = 300,
     train_images_per_identity: int = 16,
-    num_verify_identities: int = 100,
-    verify_images_per_identity: int = 6,
+    num_verify_identities: int = 200,
+    verify_images_per_identity: int = 4,
     num_shards: int = 4,
     seed: int = 0,
 ) -> dict[str, str]:

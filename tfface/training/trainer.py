@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfface import heads, models
+from tfface import heads, losses, models
 from tfface.data import pipeline, tfrecord
 from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
@@ -44,6 +44,10 @@ class TrainConfig:
     learning_rate: float = 0.01
     learning_rate_schedule_file: str = ""
     weight_decay: float = 0.0
+    center_loss_factor: float = 0.0
+    center_loss_alfa: float = 0.95
+    prelogits_norm_loss_factor: float = 0.0
+    prelogits_norm_p: float = 1.0
     keep_probability: float = 1.0
     augment: pipeline.Augment = dataclasses.field(default_factory=pipeline.Augment)
     seed: int = 666
@@ -65,6 +69,9 @@ class TrainResult:
     metrics: dict
 
 
+METRICS = ("loss", "xent", "reg_loss", "accuracy", "center_loss")
+
+
 def _kernel_l2(variables) -> tf.Tensor:
     """``sum(w**2) / 2`` over kernels only (no BN, PReLU or biases), like slim's l2_regularizer."""
     kernels = [v for v in variables if "kernel" in v.path]
@@ -80,6 +87,9 @@ class Trainer:
             keras.mixed_precision.set_global_policy("mixed_float16")
         self.strategy = get_strategy(config.strategy)
         self.chief = is_chief(self.strategy)
+        logging.info(
+            "strategy %s: %d replica(s) in sync", type(self.strategy).__name__, self.strategy.num_replicas_in_sync
+        )
         self.info = tfrecord.read_dataset_info(config.data_dir)
         self.shards = tfrecord.list_shards(config.data_dir)
         self.num_classes = int(self.info["num_classes"])
@@ -91,6 +101,10 @@ class Trainer:
             )
             self.head = heads.get_head(config.head, self.num_classes, **config.head_kwargs)
             self.head.build([(None, config.embedding_size), (None,)])
+            self.center_loss = (
+                losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
+                if config.center_loss_factor > 0 else None
+            )
             optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate)
             if config.mixed_precision:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -98,7 +112,8 @@ class Trainer:
             self.optimizer.build(self._variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
-            embedder=self.embedder, head=self.head, optimizer=self.optimizer, epoch=self.epoch
+            embedder=self.embedder, head=self.head, optimizer=self.optimizer, epoch=self.epoch,
+            **({"center_loss": self.center_loss} if self.center_loss is not None else {}),
         )
         checkpoint_dir = os.path.join(config.run_dir, "checkpoints")
         if not self.chief:  # other workers write to a scratch dir (MultiWorker needs everyone to save)
@@ -125,16 +140,25 @@ class Trainer:
                 per_example = heads.head_loss(labels, logits)
                 xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
                 reg = config.weight_decay * _kernel_l2(self._variables) / replicas
-                loss = xent + reg
+                center = tf.constant(0.0)
+                if self.center_loss is not None:
+                    center = self.center_loss(embeddings, labels, training=True)
+                extra = config.center_loss_factor * center
+                if config.prelogits_norm_loss_factor > 0:
+                    norm = losses.prelogits_norm_loss(embeddings, config.prelogits_norm_p)
+                    extra += config.prelogits_norm_loss_factor * norm
+                loss = xent + reg + extra / replicas  # extra terms are per-replica batch means
                 scaled = self.optimizer.scale_loss(loss) if config.mixed_precision else loss
             grads = tape.gradient(scaled, self._variables)
             self.optimizer.apply_gradients(zip(grads, self._variables))
-            correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(logits), labels), tf.float32))
-            return tf.stack([loss, xent, reg, correct / config.batch_size])
+            # Accuracy without the margin: label -1 means "no target" for every head.
+            plain = self.head([embeddings, -tf.ones_like(labels)], training=False)
+            correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(plain), labels), tf.float32))
+            return tf.stack([loss, xent, reg, correct / config.batch_size, center / replicas])
 
         @tf.function
         def train_steps(iterator, count):
-            totals = tf.zeros([4])
+            totals = tf.zeros([len(METRICS)])
             for _ in tf.range(count):
                 values = strategy.run(step, args=next(iterator))
                 totals += strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
@@ -157,7 +181,7 @@ class Trainer:
         train_steps = self._make_step()
         writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "logs")) if self.chief else tf.summary.create_noop_writer()
         metrics: dict = {}
-        averages = np.zeros(4)
+        averages = np.zeros(len(METRICS))
         epoch = start_epoch
         for epoch in range(start_epoch, config.max_nrof_epochs):
             rate = self._rate(epoch)
@@ -192,21 +216,21 @@ class Trainer:
 
     def _run_epoch(self, train_steps, iterator, epoch: int, rate: float, writer) -> np.ndarray:
         config = self.config
-        done, averages = 0, np.zeros(4)
+        done, averages = 0, np.zeros(len(METRICS))
         while done < config.epoch_size:
             count = min(config.log_every_n_steps, config.epoch_size - done)
             start = time.time()
             averages = train_steps(iterator, tf.constant(count)).numpy()
             elapsed = time.time() - start
             done += count
-            loss, xent, reg, accuracy = averages
+            loss, xent, reg, accuracy, center = averages
             logging.info(
-                "Epoch: [%d][%d/%d]\tTime %.3f\tLoss %2.3f\tXent %2.3f\tRegLoss %2.3f\tAccuracy %2.3f\tLr %2.5f\t(%.1f img/s)",
-                epoch + 1, done, config.epoch_size, elapsed / count, loss, xent, reg, accuracy, rate,
+                "Epoch: [%d][%d/%d]\tTime %.3f\tLoss %2.3f\tXent %2.3f\tRegLoss %2.3f\tAccuracy %2.3f\tLr %2.5f\tCl %2.3f\t(%.1f img/s)",
+                epoch + 1, done, config.epoch_size, elapsed / count, loss, xent, reg, accuracy, rate, center,
                 count * config.batch_size / elapsed,
             )
             with writer.as_default(step=epoch * config.epoch_size + done):
-                for name, value in zip(("loss", "xent", "reg_loss", "accuracy"), averages):
+                for name, value in zip(METRICS, averages):
                     tf.summary.scalar(f"train/{name}", value)
                 tf.summary.scalar("train/learning_rate", rate)
         return averages

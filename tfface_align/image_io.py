@@ -29,27 +29,31 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(height, width, colour components) from a JPEG's start-of-frame marker, or None."""
+    pos = 2
+    while pos + 10 < len(data):
+        if data[pos] != 0xFF:
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0..SOF15
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return height, width, data[pos + 9]
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    return None
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) read from a JPEG or PNG header without decoding, or None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
         return height, width
-    if data.startswith(b"\xff\xd8"):
-        pos = 2
-        while pos + 9 < len(data):
-            if data[pos] != 0xFF:
-                pos += 1
-                continue
-            marker = data[pos + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                pos += 1 if marker == 0xFF else 2
-                continue
-            length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-                return height, width
-            pos += 2 + length
-    return None
+    frame = _jpeg_frame(data) if data.startswith(b"\xff\xd8") else None
+    return frame[:2] if frame else None
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -108,7 +112,7 @@ def _decode(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, list[str],
                 alpha = raw[:, :, 3:4].astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
                 bgr = np.rint(bgr * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)  # over white
                 notes.append("alpha")
-    elif len(data) > 4 and b"Adobe" in data[:4096] and _jpeg_components(data) == 4:
+    elif (_jpeg_frame(data) or (0, 0, 0))[2] == 4:
         notes.append("cmyk")
     if bgr.shape[0] * bgr.shape[1] >= max_pixels:
         factor = math.ceil(math.sqrt(bgr.shape[0] * bgr.shape[1] / (max_pixels - 1)))
@@ -116,22 +120,6 @@ def _decode(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, list[str],
         scale *= factor
         notes.append(f"downscaled_x{factor}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), notes, scale
-
-
-def _jpeg_components(data: bytes) -> int:
-    pos = 2
-    while pos + 10 < len(data):
-        if data[pos] != 0xFF:
-            pos += 1
-            continue
-        marker = data[pos + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return data[pos + 9]
-        if marker in (0xD8, 0xFF) or 0xD0 <= marker <= 0xD7:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
-    return 0
 
 
 def load_photo(path: str, max_pixels: int = HUGE_PIXELS) -> Photo:

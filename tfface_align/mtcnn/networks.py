@@ -33,6 +33,14 @@ def _conv_prelu(x, filters: int, kernel: int, name: str, prelu_name: str):
     return layers.PReLU(shared_axes=[1, 2], name=prelu_name)(x)
 
 
+def _dense_prelu(x, units: int, name: str, prelu_name: str):
+    """Flattens in the original (transposed) order, then dense + PReLU."""
+    x = layers.Permute((2, 1, 3), name="permute")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(units, name=name)(x)
+    return layers.PReLU(name=prelu_name)(x)
+
+
 def build_pnet() -> keras.Model:
     """P-Net (proposal network): fully convolutional, any input size >= 12x12."""
     inputs = keras.Input((None, None, 3), name="image")
@@ -53,10 +61,7 @@ def build_rnet() -> keras.Model:
     x = _conv_prelu(x, 48, 3, "conv2", "prelu2")
     x = layers.MaxPooling2D(3, 2, padding="valid", name="pool2")(x)
     x = _conv_prelu(x, 64, 2, "conv3", "prelu3")
-    x = layers.Permute((2, 1, 3), name="permute")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(128, name="fc4")(x)
-    x = layers.PReLU(name="prelu4")(x)
+    x = _dense_prelu(x, 128, "fc4", "prelu4")
     regression = layers.Dense(4, name="fc5-1")(x)
     probability = layers.Dense(2, activation="softmax", name="fc5-2")(x)
     return keras.Model(inputs, [regression, probability], name="rnet")
@@ -72,10 +77,7 @@ def build_onet() -> keras.Model:
     x = _conv_prelu(x, 64, 3, "conv3", "prelu3")
     x = layers.MaxPooling2D(2, 2, padding="same", name="pool3")(x)
     x = _conv_prelu(x, 128, 2, "conv4", "prelu4")
-    x = layers.Permute((2, 1, 3), name="permute")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(256, name="fc5")(x)
-    x = layers.PReLU(name="prelu5")(x)
+    x = _dense_prelu(x, 256, "fc5", "prelu5")
     regression = layers.Dense(4, name="fc6-1")(x)
     landmarks = layers.Dense(10, name="fc6-2")(x)
     probability = layers.Dense(2, activation="softmax", name="fc6-3")(x)

@@ -5,30 +5,37 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_RUN := runs/quickstart
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install install-test demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# The test extra adds pytest and torch (CPU) + facenet-pytorch for the weight-import parity tests.
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
 
-# Synthetic data -> train MobileFaceNet + ArcFace -> export SavedModel -> 10-fold verification.
+# Synthetic data -> train MobileFaceNet + CosFace -> export SavedModel -> 10-fold verification.
 demo: install
 	$(PY) -m tfface.make_synthetic --output_dir data/synthetic
 	rm -rf $(DEMO_RUN)
 	$(PY) -m tfface.train_softmax --flagfile configs/quickstart.flags --subdir quickstart
 	$(PY) -m tfface.validate_on_lfw data/synthetic/verify $(DEMO_RUN)
 
-test: install
+test: install-test
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install-test
 	$(PY) -m pytest -q -m "not slow"
 
-bench: install
+bench: install-test
 	$(PY) bench/embed_throughput.py
 	$(PY) bench/mtcnn_vs_peers.py
 

@@ -10,7 +10,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -185,7 +185,3 @@ def _try_read(path: str) -> tuple[bytes, str, int, int] | str:
     except (OSError, ValueError, cv2.error) as err:
         return str(err) or type(err).__name__
 
-
-def count_images(dataset: Iterable[ImageClass]) -> int:
-    """Total number of image paths in ``dataset``."""
-    return sum(len(cls) for cls in dataset)

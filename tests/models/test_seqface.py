@@ -46,7 +46,7 @@ def test_resnet27_rejects_too_small_inputs():
 def test_resnet64_is_the_sphereface64_layout():
     model = get_backbone("seqface_resnet64", input_shape=(32, 32, 3))
     assert isinstance(model, SphereFaceNet)
-    assert model.name == "seqface_resnet64" and model.depth == 64
+    assert model.name == "seqface_resnet64" and model.get_config()["depth"] == 64
     reference = get_backbone("sphereface64", input_shape=(32, 32, 3))
     assert [w.shape for w in model.weights] == [w.shape for w in reference.weights]
     assert SphereFaceNet.from_config(model.get_config()).name == "seqface_resnet64"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import check_input_shape, conv2d, prelu
+from tfface.models.layers import Backbone, check_input_shape, conv2d, prelu
 from tfface.models.registry import register_backbone
 
 #: Units per stage (64, 128, 256, 512 channels), by depth.
@@ -63,7 +63,7 @@ def _ir_unit(x, filters: int, stride: int, se: bool, name: str):
 
 
 @keras.saving.register_keras_serializable(package="tfface")
-class InsightFaceIR(keras.Model):
+class InsightFaceIR(Backbone):
     """IR / IR-SE ResNet backbone: images (B, 112, 112, 3) -> embeddings (B, embedding_size).
 
     Input layer conv3x3 (stride 1, no bias) -> BN -> PReLU with 64 channels, then four stages of
@@ -114,26 +114,14 @@ class InsightFaceIR(keras.Model):
         outputs = layers.BatchNormalization(
             epsilon=_BN_EPS, momentum=_BN_MOMENTUM, dtype="float32", name="embedding"
         )(x)
-        super().__init__(inputs, outputs, name=name or f"ir_{'se_' if se else ''}{depth}", **kwargs)
-        self.input_shape_config = input_shape
-        self.embedding_size = embedding_size
-        self.depth = depth
-        self.se = se
-        self.keep_probability = keep_probability
-
-    def get_config(self) -> dict:
-        return {
-            "input_shape": self.input_shape_config,
-            "embedding_size": self.embedding_size,
-            "depth": self.depth,
-            "se": self.se,
-            "keep_probability": self.keep_probability,
-            "name": self.name,
+        config = {
+            "input_shape": input_shape,
+            "embedding_size": embedding_size,
+            "depth": depth,
+            "se": se,
+            "keep_probability": keep_probability,
         }
-
-    @classmethod
-    def from_config(cls, config: dict) -> "InsightFaceIR":
-        return cls(**config)
+        super().__init__(inputs, outputs, config=config, name=name or f"ir_{'se_' if se else ''}{depth}", **kwargs)
 
 
 for _depth in (50, 100):

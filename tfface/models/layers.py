@@ -63,25 +63,28 @@ def conv2d(
     )(x)
 
 
-def prelu_residual_unit(
+def prelu_residual_units(
     x,
-    conv_names: tuple[str, str],
-    prelu_names: tuple[str, str],
+    stage: int,
+    units: int,
+    first_index: int,
     *,
     use_bias: bool = True,
-    kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
-    add_name: str,
 ):
-    """BN-free residual unit of SphereFace and Wen et al.: ``x + PReLU(conv(PReLU(conv(x))))``.
+    """``units`` BN-free residual units of SphereFace and Wen et al.: ``x + PReLU(conv(PReLU(conv(x))))``.
 
-    Both convolutions are 3x3, stride 1, padding 1, with as many filters as ``x`` has channels.
+    Both convolutions are 3x3, stride 1, padding 1, as wide as ``x``, initialised N(0, 0.01)
+    like the Caffe models. Layers are named as in Caffe: ``conv{stage}_{k}`` / ``relu{stage}_{k}``
+    with ``k`` counting from ``first_index``, and ``res{stage}_{k}`` after the second conv.
     """
     filters = x.shape[-1]
-    y = x
-    for conv_name, prelu_name in zip(conv_names, prelu_names):
-        y = conv2d(y, filters, 3, 1, 1, name=conv_name, use_bias=use_bias, kernel_initializer=kernel_initializer)
-        y = prelu(y, prelu_name)
-    return layers.Add(name=add_name)([x, y])
+    for unit in range(units):
+        shortcut = x
+        for k in (first_index + 2 * unit, first_index + 2 * unit + 1):
+            x = conv2d(x, filters, 3, 1, 1, name=f"conv{stage}_{k}", use_bias=use_bias, kernel_initializer=caffe_gaussian())
+            x = prelu(x, f"relu{stage}_{k}")
+        x = layers.Add(name=f"res{stage}_{k}")([shortcut, x])
+    return x
 
 
 def flatten_embedding(
@@ -106,3 +109,24 @@ def check_input_shape(input_shape, family: str) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"{family} input_shape must be (H, W, C) with positive sizes, got {tuple(input_shape)}")
     return shape
+
+
+class Backbone(keras.Model):
+    """A functional backbone whose constructor arguments are its config (the keras-hub way).
+
+    A subclass builds ``inputs -> outputs`` in its ``__init__`` and ends with
+    ``super().__init__(inputs, outputs, config={...constructor arguments...}, name=name)``;
+    ``get_config`` returns those arguments (plus ``name``) and ``from_config`` calls the
+    constructor with them, so no custom serialisation code is needed.
+    """
+
+    def __init__(self, inputs, outputs, *, config: dict, name: str, **kwargs):
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        self._constructor_config = dict(config)
+
+    def get_config(self) -> dict:
+        return {**self._constructor_config, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Backbone":
+        return cls(**config)

@@ -17,15 +17,7 @@ import functools
 import keras
 from keras import layers
 
-from tfface.models.layers import (
-    caffe_gaussian,
-    caffe_xavier,
-    check_input_shape,
-    conv2d,
-    flatten_embedding,
-    prelu,
-    prelu_residual_unit,
-)
+from tfface.models.layers import Backbone, caffe_xavier, check_input_shape, conv2d, flatten_embedding, prelu, prelu_residual_units
 from tfface.models.registry import register_backbone
 from tfface.models.sphereface import SphereFaceNet
 
@@ -42,7 +34,7 @@ def _resnet27_feature_size(size: int) -> int:
 
 
 @keras.saving.register_keras_serializable(package="tfface")
-class SeqFaceResNet27(keras.Model):
+class SeqFaceResNet27(Backbone):
     """ResNet-27 of Wen et al. (center loss), used by SeqFace: images (B, 112, 96, 3) -> (B, D).
 
     ``conv1a`` (32) and ``conv1b`` (64) are unpadded 3x3 convolutions; each of the four stages
@@ -82,33 +74,10 @@ class SeqFaceResNet27(keras.Model):
             x = conv2d(x, filters, 3, name=widen, kernel_initializer=caffe_xavier())
             x = prelu(x, widen.replace("conv", "relu"))
             x = layers.MaxPooling2D(2, 2, padding="same", name=widen.replace("conv", "pool"))(x)
-            for unit in range(units):
-                first, second = 2 * unit + 1, 2 * unit + 2
-                x = prelu_residual_unit(
-                    x,
-                    (f"conv{stage}_{first}", f"conv{stage}_{second}"),
-                    (f"relu{stage}_{first}", f"relu{stage}_{second}"),
-                    use_bias=not frozen_unit_biases,
-                    kernel_initializer=caffe_gaussian(0.01),
-                    add_name=f"res{stage}_{second}",
-                )
+            x = prelu_residual_units(x, stage, units, first_index=1, use_bias=not frozen_unit_biases)
         outputs = flatten_embedding(x, embedding_size, kernel_initializer=caffe_xavier())
-        super().__init__(inputs, outputs, name=name, **kwargs)
-        self.input_shape_config = input_shape
-        self.embedding_size = embedding_size
-        self.frozen_unit_biases = frozen_unit_biases
-
-    def get_config(self) -> dict:
-        return {
-            "input_shape": self.input_shape_config,
-            "embedding_size": self.embedding_size,
-            "frozen_unit_biases": self.frozen_unit_biases,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> "SeqFaceResNet27":
-        return cls(**config)
+        config = {"input_shape": input_shape, "embedding_size": embedding_size, "frozen_unit_biases": frozen_unit_biases}
+        super().__init__(inputs, outputs, config=config, name=name, **kwargs)
 
 
 register_backbone("seqface_resnet27", SeqFaceResNet27, (112, 96, 3))

@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from tfface.models.layers import (
-    caffe_gaussian,
-    caffe_xavier,
-    check_input_shape,
-    conv2d,
-    flatten_embedding,
-    prelu,
-    prelu_residual_unit,
-)
+from tfface.models.layers import Backbone, caffe_xavier, check_input_shape, conv2d, flatten_embedding, prelu, prelu_residual_units
 from tfface.models.registry import register_backbone
 
 #: Residual units per stage, by depth (paper, Table 2).
@@ -32,7 +24,7 @@ _STAGE_FILTERS = (64, 128, 256, 512)
 
 
 @keras.saving.register_keras_serializable(package="tfface")
-class SphereFaceNet(keras.Model):
+class SphereFaceNet(Backbone):
     """SphereFace-20/36/64 backbone: images (B, 112, 96, 3) -> embeddings (B, embedding_size).
 
     Four stages of 64, 128, 256 and 512 channels; each starts with a 3x3 stride-2 convolution
@@ -71,35 +63,15 @@ class SphereFaceNet(keras.Model):
         for stage, (filters, units) in enumerate(zip(_STAGE_FILTERS, SPHEREFACE_UNITS[depth]), start=1):
             x = conv2d(x, filters, 3, 2, 1, name=f"conv{stage}_1", kernel_initializer=caffe_xavier())
             x = prelu(x, f"relu{stage}_1")
-            for unit in range(units):
-                first, second = 2 * unit + 2, 2 * unit + 3
-                x = prelu_residual_unit(
-                    x,
-                    (f"conv{stage}_{first}", f"conv{stage}_{second}"),
-                    (f"relu{stage}_{first}", f"relu{stage}_{second}"),
-                    use_bias=not frozen_unit_biases,
-                    kernel_initializer=caffe_gaussian(0.01),
-                    add_name=f"res{stage}_{second}",
-                )
+            x = prelu_residual_units(x, stage, units, first_index=2, use_bias=not frozen_unit_biases)
         outputs = flatten_embedding(x, embedding_size, kernel_initializer=caffe_xavier())
-        super().__init__(inputs, outputs, name=name or f"sphereface{depth}", **kwargs)
-        self.input_shape_config = input_shape
-        self.embedding_size = embedding_size
-        self.depth = depth
-        self.frozen_unit_biases = frozen_unit_biases
-
-    def get_config(self) -> dict:
-        return {
-            "input_shape": self.input_shape_config,
-            "embedding_size": self.embedding_size,
-            "depth": self.depth,
-            "frozen_unit_biases": self.frozen_unit_biases,
-            "name": self.name,
+        config = {
+            "input_shape": input_shape,
+            "embedding_size": embedding_size,
+            "depth": depth,
+            "frozen_unit_biases": frozen_unit_biases,
         }
-
-    @classmethod
-    def from_config(cls, config: dict) -> "SphereFaceNet":
-        return cls(**config)
+        super().__init__(inputs, outputs, config=config, name=name or f"sphereface{depth}", **kwargs)
 
 
 for _depth in SPHEREFACE_UNITS:

@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     parser.add_argument("--batch", type=int, default=64, help="crops in the throughput batch")
     parser.add_argument("--no_torch", action="store_true", help="skip facenet-pytorch")
+    parser.add_argument("--nms", default="greedy", choices=["greedy", "any"], help="tfface_align's suppression rule")
     args = parser.parse_args()
 
     paths = sorted(glob.glob(os.path.join(args.faces_dir, "*.jpg")))[: args.limit or None]
@@ -149,7 +150,7 @@ def main() -> None:
     photos = [tfface_align.read_image(p) for p in paths]
     from mtcnn import MTCNN as PackageMTCNN
 
-    detectors = {"tfface_align": (tfface_align.MTCNN(), run_ours),
+    detectors = {"tfface_align": (tfface_align.MTCNN(nms=args.nms), run_ours),
                  "mtcnn package": (PackageMTCNN(), run_mtcnn_package)}
     torch_peer = None if args.no_torch else TORCH_PEER
     if torch_peer is not None:
@@ -208,7 +209,8 @@ def main() -> None:
 
     n = len(paths)
     total = {name: float(sum(t)) for name, t in times.items()}
-    print(f"\n## Photo mode: {n} photos of {os.path.abspath(args.faces_dir)} (CPU, {os.cpu_count()} cores)\n")
+    print(f"\n## Photo mode: {n} photos of {os.path.abspath(args.faces_dir)} (CPU, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}, tfface_align nms={args.nms})\n")
     print("| detector | total s | s/photo | CPU s/photo | faces found | tfface_align faster by (wall / CPU) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in detectors:
@@ -237,7 +239,7 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                "tensorflow": tf.__version__, "load_average": os.getloadavg()},
-                   "photos": n, "total_seconds": total, "total_cpu_seconds": cpu, "list_call_seconds": list_seconds,
+                   "nms": args.nms, "photos": n, "total_seconds": total, "total_cpu_seconds": cpu, "list_call_seconds": list_seconds,
                    "agreement": {"matched": matched, "confident_reference_faces": confident, "extra": extra,
                                  "worst_landmark_error_fraction": worst},
                    "agreement_facenet_pytorch": torch_agree, "facenet_pytorch_skipped": TORCH_SKIP,

@@ -87,13 +87,8 @@ def _suppress_by_any(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, span
 
 def _batched_nms_min(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, threshold: float) -> tf.Tensor:
     """Greedy NMS with overlap = intersection / smaller area (the original last-stage NMS)."""
-    x1, y1, x2, y2 = [t[:, None] for t in tf.unstack(boxes, axis=1)]
-    iw = tf.maximum(0.0, tf.minimum(x2, tf.transpose(x2)) - tf.maximum(x1, tf.transpose(x1)))
-    ih = tf.maximum(0.0, tf.minimum(y2, tf.transpose(y2)) - tf.maximum(y1, tf.transpose(y1)))
-    area = (x2 - x1) * (y2 - y1)
-    smaller = tf.maximum(tf.minimum(area, tf.transpose(area)), 1e-12)
     same_image = tf.cast(tf.equal(batch[:, None], batch[None, :]), tf.float32)
-    overlaps = iw * ih / smaller * same_image
+    overlaps = _overlap(boxes, boxes, smaller=True) * same_image
     return tf.image.non_max_suppression_overlaps(overlaps, scores, tf.shape(scores)[0], threshold)
 
 
@@ -111,10 +106,10 @@ class MTCNN:
 
     Conventions follow the original and the ``mtcnn`` PyPI package, so results agree with it:
     P-Net windows span pixels 2x+1..2x+12, regression before suppression, bilinear patch crops
-    of the normalised image. Suppression (``nms="any"``, default) drops a box when *any*
-    higher-scored box of its image overlaps it beyond the threshold, as the ``mtcnn`` package
-    does; ``nms="greedy"`` uses ``tf.image.non_max_suppression`` (classic greedy NMS, which
-    keeps a box whose only suppressor was itself suppressed). Both find the same faces.
+    of the normalised image. Suppression is ``tf.image.non_max_suppression`` (greedy NMS,
+    ``nms="greedy"``, default); ``nms="any"`` reproduces the ``mtcnn`` package's rule instead (a
+    box goes when *any* higher-scored box overlaps it, suppressed or not): closest agreement with
+    that package, but quadratic in the number of proposals, so slower on very large photos.
 
     Args:
         min_face_size: smallest face side to find, in pixels (sets the first pyramid scale).
@@ -127,7 +122,8 @@ class MTCNN:
         batch_size: at most this many images per graph call.
         max_batch_pixels: at most this many pixels per graph call (images of one call are padded
             to a common size; bounds memory).
-        nms: ``"any"`` (the ``mtcnn`` package's suppression rule) or ``"greedy"``.
+        nms: ``"greedy"`` (``tf.image.non_max_suppression``) or ``"any"`` (the ``mtcnn``
+            package's suppression rule).
         max_padding: images of different sizes share a graph call when padding them to a common
             size adds at most this share of pixels. The pyramid of a padded image is resampled
             on a slightly different grid, which moves boxes by a pixel or two; 0 batches only
@@ -148,15 +144,15 @@ class MTCNN:
         weights_dir: str | None = None,
         batch_size: int = 64,
         max_batch_pixels: int = 1 << 24,
-        nms: str = "any",
+        nms: str = "greedy",
         max_padding: float = 0.25,
     ):
         if min_face_size < 12:
             raise ValueError(f"min_face_size: expected >= 12 (P-Net's window), got {min_face_size}")
         if not 0 < factor < 1:
             raise ValueError(f"factor: expected a number in (0, 1), got {factor}")
-        if nms not in ("any", "greedy"):
-            raise ValueError(f"nms: expected 'any' or 'greedy', got {nms!r}")
+        if nms not in ("greedy", "any"):
+            raise ValueError(f"nms: expected 'greedy' or 'any', got {nms!r}")
         self.nms = nms
         if len(thresholds) != 3 or len(nms_thresholds) != 4:
             raise ValueError("thresholds: expected 3 values, nms_thresholds: expected 4 values")

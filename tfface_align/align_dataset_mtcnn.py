@@ -251,6 +251,9 @@ def align_dataset(
                         bbox_file.write(f"{os.path.join(output_dir, stem)}.png\n")
                         state.write(f"{rel}\t{photo.status}\t0\n")
                         continue
+                    if want_folders and not want_records and os.path.exists(f"{os.path.join(output_dir, stem)}.png"):
+                        report["already_done"] += 1  # aligned meanwhile by another process (facenet's check)
+                        continue
                     boxes, marks = faces_of[i]
                     image = photo.image
                     height, width = image.shape[:2]

@@ -100,6 +100,8 @@ def test_inputs_of_every_kind(detector, faces_dir, tmp_path):
     path.write_bytes(jpeg_with_orientation(face, 6))
     upright = detector.detect(str(path))  # EXIF orientation applied when reading
     _same_faces(upright, detector.detect(face), min_iou=0.9, landmark_tol=0.05)
+    _same_faces(detector.detect(path.read_bytes()), upright, min_iou=0.99)  # encoded bytes
+    assert len(detector.detect([str(path), tf.constant(face)])) == 2  # a list of a path and a tensor
     grey = detector.detect(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
     assert len(grey.boxes) == 1
     nothing = detector.detect(np.full((300, 200, 3), 128, np.uint8))

@@ -192,6 +192,21 @@ def align_dataset(
     tfrecord_dir = tfrecord_dir or output_dir
     state_dir = os.path.join(output_dir, STATE_DIR)
     os.makedirs(state_dir, exist_ok=True)
+    settings = {"align": alignment, "image_size": list(size), "margin": margin,
+                "detect_multiple_faces": detect_multiple_faces, "min_face_size": min_face_size}
+    settings_path = os.path.join(state_dir, "settings.json")
+    if os.path.isfile(settings_path):
+        with open(settings_path) as f:
+            previous = json.load(f)
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise UserError(f"output_dir: '{output_dir}' was aligned with other settings ({', '.join(changed)}: "
+                            f"{ {k: previous.get(k) for k in changed} }); use another output_dir or delete "
+                            f"'{state_dir}' to start over")
+    else:
+        from tfface.data.tfrecord import write_json_atomic
+
+        write_json_atomic(settings_path, settings)
 
     def outputs_exist(rel: str, faces: int) -> bool:
         stem = os.path.join(output_dir, os.path.splitext(rel)[0])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfface.errors import UserError
 from tfface.data.tfrecord import list_shards, parse_example, read_dataset_info
 from tfface_align.align_dataset_mtcnn import align_dataset, main_face, output_size
 
@@ -87,6 +88,9 @@ def test_folders_and_tfrecords_with_resume(detector, dataset, tmp_path):
     assert read_dataset_info(out)["num_examples"] == 5
     with open(os.path.join(out, "align_report.json")) as f:
         assert json.load(f)["aligned_photos"] == 5
+    with pytest.raises(UserError, match="image_size"):  # resuming with other settings would mix them
+        align_dataset(dataset, out, alignment="arcface", image_size=128, output_format="both",
+                      detector=detector, progress=False)
 
 
 def test_interrupted_journal_is_read_up_to_the_break(detector, dataset, tmp_path):

@@ -176,3 +176,17 @@ def test_any_suppression_mode(detector, reference_mtcnn, faces_dir):
     np.testing.assert_allclose(any_rule.boxes[:, :4], [t["box"] for t in theirs], atol=1.0)
     with pytest.raises(ValueError, match="nms"):
         MTCNN(nms="soft")
+
+
+def test_detect_and_align_in_graph(detector, faces_dir):
+    from tfface_align import align, crop
+
+    image = _photo(faces_dir, "couple.jpg", longest=500)
+    fn = tf.function(lambda x: detector.detect_and_align_graph(x, "arcface"))
+    faces, boxes, landmarks = (t.numpy() for t in fn(tf.constant(image)))
+    assert faces.shape == (2, 112, 112, 3)
+    for face, marks in zip(faces, landmarks):
+        assert np.abs(face - align(image, marks, "arcface")).max() <= 1.0
+    crops, boxes, _ = (t.numpy() for t in detector.detect_and_align_graph(tf.constant(image), "facenet_crop",
+                                                                          160, 20))
+    assert np.abs(crops[0] - crop(image, boxes[0], 20, 160)).max() <= 1.0

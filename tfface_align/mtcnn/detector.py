@@ -309,6 +309,29 @@ class MTCNN:
         boxes, landmarks, _ = self.detect_batch_graph(images, tf.shape(image)[None, :2])
         return boxes, landmarks
 
+    def detect_and_align_graph(self, image: tf.Tensor, alignment: str = "arcface",
+                               image_size: int | Sequence[int] | None = None, margin: float = 32):
+        """Photo -> aligned faces, in-graph (the front end of a photo -> embedding SavedModel).
+
+        Args:
+            image: uint8 (H, W, 3) RGB.
+            alignment: ``"arcface"`` / ``"sphereface"`` (5-point similarity, see
+                :func:`tfface_align.align_tf`) or ``"facenet_crop"`` (:func:`tfface_align.crop_tf`).
+            image_size: output size; default the template's, or 160 for facenet_crop.
+            margin: facenet_crop margin in pixels.
+
+        Returns:
+            faces float32 (N, h, w, 3) in [0, 255], boxes (N, 5), landmarks (N, 5, 2).
+        """
+        from tfface_align.transform import align_tf, crop_tf
+
+        boxes, landmarks = self.detect_image_graph(image)
+        if alignment == "facenet_crop":
+            faces = crop_tf(image, boxes, margin, image_size or 160)
+        else:
+            faces = align_tf(image, landmarks, alignment, image_size)
+        return faces, boxes, landmarks
+
     def as_module(self) -> tf.Module:
         """A ``tf.Module`` holding the nets with a ``detect`` function of fixed signature
         (uint8 [H, W, 3] -> {"boxes": (N, 5), "landmarks": (N, 5, 2)}); save it with

@@ -24,8 +24,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, "param_counts.json")
 SHARED_REFERENCE = os.path.join(HERE, "..", "..", "..", "shared", "reference", "param_counts.json")
 EMBEDDING_SIZE = 512
-#: Backbones whose battery takes more than ~30 s on 2 CPU cores.
-SLOW = {"ir_100", "ir_se_100", "ir_50", "ir_se_50", "sphereface64", "seqface_resnet64"}
+#: Backbones whose battery takes more than ~30 s on 2 shared CPU cores (measured 2026-11-23:
+#: ir_se_100 127 s, ir_se_50 92, mobilefacenet 69, ir_50 61, inception_resnet_v1 31-43,
+#: ir_100 43; the SphereFace / SeqFace nets 16-26 s each).
+SLOW = {"inception_resnet_v1", "ir_100", "ir_se_100", "ir_50", "ir_se_50", "mobilefacenet"}
+# Keras' saving code calls np.array(variable); numpy 2 warns once per variable.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
 def _load_reference(path: str) -> dict:
@@ -189,12 +193,12 @@ def test_train_step_under_mirrored_strategy(built, strategy):
         # ten times the step itself; variables, all-reduce and BN updates are the same
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", run_eagerly=True)
     first, last = model.trainable_weights[0], model.trainable_weights[-1]
-    before = [keras.ops.convert_to_numpy(v) for v in (first, last)]
+    before = [v.numpy() for v in (first, last)]
     images = np.concatenate([built.images, built.images[::-1] * 0.5])  # 2 per replica
     targets = np.random.default_rng(1).standard_normal((4, EMBEDDING_SIZE)).astype("float32")
     history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0)
     assert strategy.num_replicas_in_sync == 2
     assert np.isfinite(history.history["loss"][0])
     for old, new in zip(before, (first, last)):
-        assert np.any(old != keras.ops.convert_to_numpy(new)), f"{new.path} was not updated"
+        assert np.any(old != new.numpy()), f"{new.path} was not updated"
     del model

@@ -26,7 +26,7 @@ def test_sphereface20_layout():
     assert [model.get_layer(f"conv{s}_1").strides for s in range(1, 5)] == [(2, 2)] * 4
     prelu = model.get_layer("relu1_1")
     assert prelu.alpha.shape == (1, 1, 64)  # one slope per channel
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(prelu.alpha), PRELU_INIT)
+    np.testing.assert_allclose(prelu.alpha.numpy(), PRELU_INIT)
 
 
 def test_frozen_unit_biases_drops_the_caffe_lr_mult_0_biases():

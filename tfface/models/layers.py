@@ -22,7 +22,7 @@ def caffe_gaussian(std: float = 0.01) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(stddev=std)
 
 
-def prelu(x, name: str):
+def prelu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     """Per-channel PReLU (one slope per channel, shared over H and W), slopes start at 0.25."""
     return layers.PReLU(
         alpha_initializer=keras.initializers.Constant(PRELU_INIT), shared_axes=[1, 2], name=name
@@ -30,7 +30,7 @@ def prelu(x, name: str):
 
 
 def conv2d(
-    x,
+    x: keras.KerasTensor,
     filters: int,
     kernel: int,
     stride: int = 1,
@@ -39,7 +39,7 @@ def conv2d(
     name: str,
     use_bias: bool = True,
     kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
-):
+) -> keras.KerasTensor:
     """``kernel`` x ``kernel`` convolution with ``pad`` zeros on every side (PyTorch/Caffe style).
 
     Keras ``padding="same"`` pads asymmetrically (bottom/right only) when the stride is 2 and
@@ -64,13 +64,13 @@ def conv2d(
 
 
 def prelu_residual_units(
-    x,
+    x: keras.KerasTensor,
     stage: int,
     units: int,
     first_index: int,
     *,
     use_bias: bool = True,
-):
+) -> keras.KerasTensor:
     """``units`` BN-free residual units of SphereFace and Wen et al.: ``x + PReLU(conv(PReLU(conv(x))))``.
 
     Both convolutions are 3x3, stride 1, padding 1, as wide as ``x``, initialised N(0, 0.01)
@@ -88,12 +88,12 @@ def prelu_residual_units(
 
 
 def flatten_embedding(
-    x,
+    x: keras.KerasTensor,
     embedding_size: int,
     *,
     kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
     name: str = "embedding",
-):
+) -> keras.KerasTensor:
     """Flatten, then a fully connected layer (with bias) to ``embedding_size``, kept in float32.
 
     Keras flattens (H, W, C) in that order; PyTorch and Caffe flatten (C, H, W): permute the

@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from tfface.models.layers import prelu
 from tfface.models.registry import register_backbone
 
 _BN_EPS = 1e-5
@@ -24,7 +25,7 @@ def _conv_bn(x, filters, kernel, stride, name, depthwise=False, activation=True)
         x = layers.Conv2D(filters, kernel, stride, use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=_BN_EPS, momentum=0.9, name=f"{name}_bn")(x)
     if activation:
-        x = layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
+        x = prelu(x, f"{name}_prelu")
     return x
 
 

@@ -58,14 +58,16 @@ def test_converted_weights_are_cached_as_npz():
 # models; its conv kernels are (out, in, kw, kh) of facenet's (kh, kw, in, out)). Runs in a
 # subprocess: torch and TensorFlow in one process can crash.
 _TORCH_TO_FACENET = r"""
-import os, sys
-import numpy as np, torch, facenet_pytorch
+import importlib.util, os, sys
+import numpy as np, torch
+# The package's __init__ imports torchvision (not needed, not installed): locate its data only.
+root = list(importlib.util.find_spec("facenet_pytorch").submodule_search_locations)[0]
 renames = {"pnet": {"conv4_1": "conv4-1", "conv4_2": "conv4-2", "prelu1": "PReLU1", "prelu2": "PReLU2",
                     "prelu3": "PReLU3"},
            "rnet": {"dense4": "conv4", "dense5_1": "conv5-1", "dense5_2": "conv5-2"},
            "onet": {"dense5": "conv5", "dense6_1": "conv6-1", "dense6_2": "conv6-2", "dense6_3": "conv6-3"}}
 for net, name in (("pnet", "det1.npy"), ("rnet", "det2.npy"), ("onet", "det3.npy")):
-    data = os.path.join(os.path.dirname(facenet_pytorch.__file__), "data", net + ".pt")
+    data = os.path.join(root, "data", net + ".pt")
     layers = {}
     for key, value in torch.load(data, map_location="cpu").items():
         layer, kind = key.split(".")

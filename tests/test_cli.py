@@ -77,6 +77,7 @@ def test_train_from_identity_folders_under_mirrored_strategy(tiny):
     proc = _run(
         "tfface.train_softmax",
         *_train_args(tiny, "--subdir=mirrored", "--strategy=mirrored", "--cpu_devices=2", "--optimizer=MOM",
+                          f"--logs_base_dir={tiny['root'] / 'logs'}",
                           "--center_loss_factor=0.01", "--prelogits_norm_loss_factor=0.001"),
         f"--data_dir={tiny['verify_dir']}",  # identity folders: converted to TFRecords first
     )
@@ -85,6 +86,7 @@ def test_train_from_identity_folders_under_mirrored_strategy(tiny):
     run_dir = tiny["root"] / "runs" / "mirrored"
     assert os.path.isfile(run_dir / "tfrecords" / "dataset_info.json")
     assert os.path.isfile(run_dir / "export" / "mobilefacenet" / "1" / "saved_model.pb")
+    assert os.listdir(tiny["root"] / "logs" / "mirrored")  # TensorBoard events under logs_base_dir
     center_losses = [float(v) for v in re.findall(r"\tCl ([0-9.]+)", proc.stderr)]
     assert len(center_losses) == 3 and all(v > 0 for v in center_losses)  # center loss is active
 

@@ -198,6 +198,7 @@ def main(argv) -> None:
         mixed_precision=FLAGS.mixed_precision,
         log_every_n_steps=FLAGS.log_every_n_steps,
         model_name=FLAGS.model_name,
+        log_dir=os.path.join(os.path.expanduser(FLAGS.logs_base_dir), subdir) if FLAGS.logs_base_dir else "",
         evaluate=evaluate,
     )
     result = Trainer(config).train()

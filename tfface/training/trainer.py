@@ -55,6 +55,7 @@ class TrainConfig:
     mixed_precision: bool = False
     log_every_n_steps: int = 10
     model_name: str = ""
+    log_dir: str = ""  # TensorBoard logs; default <run_dir>/logs
     evaluate: Callable[[keras.Model, int], dict] | None = None  # called after each epoch
 
 
@@ -179,7 +180,8 @@ class Trainer:
         )
         iterator = iter(dataset)
         train_steps = self._make_step()
-        writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "logs")) if self.chief else tf.summary.create_noop_writer()
+        log_dir = config.log_dir or os.path.join(config.run_dir, "logs")
+        writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()
         metrics: dict = {}
         averages = np.zeros(len(METRICS))
         epoch = start_epoch

@@ -73,11 +73,11 @@ def test_train_export_validate_and_resume(tiny, trained):
     assert os.path.isdir(run_dir / "export" / "mobilefacenet" / "2")
 
 
-def test_train_from_identity_folders_under_mirrored_strategy(tiny):
+def test_train_from_identity_folders_mirrored_mixed_precision_center_loss(tiny):
     proc = _run(
         "tfface.train_softmax",
         *_train_args(tiny, "--subdir=mirrored", "--strategy=mirrored", "--cpu_devices=2", "--optimizer=MOM",
-                          f"--logs_base_dir={tiny['root'] / 'logs'}",
+                          f"--logs_base_dir={tiny['root'] / 'logs'}", "--mixed_precision",
                           "--center_loss_factor=0.01", "--prelogits_norm_loss_factor=0.001"),
         f"--data_dir={tiny['verify_dir']}",  # identity folders: converted to TFRecords first
     )

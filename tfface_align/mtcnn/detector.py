@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface_align.image_io import read_image, to_rgb_uint8
+from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward
 from tfface_align.mtcnn.weights import FACENET_FILES, build_net
 
 PNET_CELL = 12.0  # P-Net's window
@@ -198,16 +199,16 @@ class MTCNN:
         side = tf.minimum(height, width) * first
         count = tf.cast(tf.floor(tf.math.log(PNET_CELL / side) / math.log(self.factor) + 1e-6), tf.int32) + 1
         count = tf.where(side < PNET_CELL, 0, count)
-        threshold, nms_scale = self.thresholds[0], self.nms_thresholds[0]
+        threshold, nms_scale = logit(self.thresholds[0]), self.nms_thresholds[0]
 
         def body(k, boxes_ta, scores_ta, batch_ta):
             scale = first * tf.pow(self.factor, tf.cast(k, tf.float32))
             size = tf.cast(tf.math.floor(tf.stack([height, width]) * scale), tf.int32)
             scaled = tf.image.resize(images, size, method="area")
-            offsets, probs = self.pnet(scaled, training=False)
-            where = tf.where(probs[..., 1] > threshold)
-            scores = tf.gather_nd(probs[..., 1], where)
-            offsets = tf.gather_nd(offsets, where)
+            outputs = pnet_forward(self.pnet, scaled)
+            where = tf.where(outputs[..., 4] > threshold)
+            picked = tf.gather_nd(outputs, where)
+            offsets, scores = picked[:, :4], tf.sigmoid(picked[:, 4])
             batch = tf.cast(where[:, 0], tf.int32)
             yx = tf.cast(where[:, 1:], tf.float32) * PNET_STRIDE
             # The original's window: pixels 2x+1 .. 2x+12 (1-based, inclusive), offsets in units
@@ -215,7 +216,7 @@ class MTCNN:
             corners = tf.concat([yx[:, ::-1] + 1.0, yx[:, ::-1] + PNET_CELL], axis=1)  # x1, y1, x2, y2
             boxes = (corners + offsets * (PNET_CELL - 1.0)) / scale
             keep = self._nms(boxes, scores, batch, span, nms_scale)
-            i = boxes_ta.size()
+            i = k + 1  # slot 0 holds an empty entry (concat needs one)
             return (k + 1, boxes_ta.write(i, tf.gather(boxes, keep)),
                     scores_ta.write(i, tf.gather(scores, keep)), batch_ta.write(i, tf.gather(batch, keep)))
 
@@ -247,7 +248,7 @@ class MTCNN:
         padded = (count + step) // step * step
         # concat, not tf.pad: grappler fuses Pad into the next Conv2D, wrongly for the batch axis.
         patches = tf.concat([patches, tf.zeros([padded - count, size, size, 3])], axis=0)
-        return [out[:count] for out in net(patches, training=False)]
+        return [out[:count] for out in patch_forward(net, patches)]
 
     def detect_batch_graph(self, images: tf.Tensor, sizes: tf.Tensor):
         """The whole cascade on a padded batch, for use inside a ``tf.function``.

@@ -1,0 +1,47 @@
+"""The detector's inference forms of the nets equal the Keras reference models."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface_align.mtcnn import build_net
+from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward, prelu
+
+
+@pytest.mark.parametrize("slopes", [[-1.3, 0.0, 0.4, 1.0], [-0.5, 0.2, 1.25, 3.0]])
+def test_prelu_matches_numpy_for_any_slopes(slopes):
+    layer = keras.layers.PReLU(shared_axes=[1, 2])
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 4)).astype(np.float32)
+    layer.build(x.shape)
+    layer.set_weights([np.asarray(slopes, np.float32).reshape(1, 1, 4)])
+    expected = np.where(x > 0, x, x * np.asarray(slopes, np.float32))
+    np.testing.assert_allclose(prelu(layer, tf.constant(x)), expected, rtol=1e-6, atol=1e-7)
+    traced = tf.function(lambda t: prelu(layer, t))  # the slopes are read while tracing too
+    np.testing.assert_allclose(traced(tf.constant(x)), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_pnet_logit_head_matches_softmax():
+    net = build_net("pnet")
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 67, 81, 3)).astype(np.float32)
+    regression, probability = (np.asarray(t) for t in net(x))
+    out = np.asarray(pnet_forward(net, tf.constant(x)))
+    np.testing.assert_allclose(out[..., :4], regression, atol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-out[..., 4])), probability[..., 1], atol=1e-6)
+    # Thresholding the logit picks the same windows as thresholding the probability.
+    assert np.array_equal(out[..., 4] > logit(0.6), probability[..., 1] > 0.6)
+
+
+@pytest.mark.parametrize("name,size", [("rnet", 24), ("onet", 48)])
+def test_patch_nets_match_keras(name, size):
+    net = build_net(name)
+    x = np.random.default_rng(2).uniform(-1, 1, (7, size, size, 3)).astype(np.float32)
+    for ours, reference in zip(patch_forward(net, tf.constant(x)), net(x)):
+        np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_logit_bounds():
+    assert logit(0.0) == -np.inf and logit(1.0) == np.inf
+    assert logit(0.5) == 0.0
+    np.testing.assert_allclose(logit(0.7), np.log(0.7 / 0.3))

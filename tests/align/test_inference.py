@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfface_align.mtcnn import build_net
-from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward, prelu
+from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward, prelu, prelu_pool
 
 
 @pytest.mark.parametrize("slopes", [[-1.3, 0.0, 0.4, 1.0], [-0.5, 0.2, 1.25, 3.0]])
@@ -20,6 +20,9 @@ def test_prelu_matches_numpy_for_any_slopes(slopes):
     np.testing.assert_allclose(prelu(layer, tf.constant(x)), expected, rtol=1e-6, atol=1e-7)
     traced = tf.function(lambda t: prelu(layer, t))  # the slopes are read while tracing too
     np.testing.assert_allclose(traced(tf.constant(x)), expected, rtol=1e-6, atol=1e-7)
+    # Followed by a max-pool (channels of slope > 1 are activated after it).
+    pool = keras.layers.MaxPooling2D(3, 2, padding="same")
+    np.testing.assert_allclose(prelu_pool(layer, pool, tf.constant(x)), pool(expected), rtol=1e-6, atol=1e-7)
 
 
 def test_pnet_logit_head_matches_softmax():

@@ -4,8 +4,10 @@ The Keras models of :mod:`tfface_align.mtcnn.networks` are the reference (weight
 and tests compare them with the ``mtcnn`` package). The detector evaluates them through these
 functions, which read the same variables and differ only in how they compute:
 
-* PReLU is ``max(x, alpha * x)``, two element-wise passes instead of Keras' four, in every layer
-  whose slopes are all <= 1 (where that form is exact); other layers keep the general form.
+* PReLU is ``max(x, alpha * x)``, two element-wise passes instead of Keras' four. That form is
+  exact for slopes <= 1; a channel with a slope > 1 is increasing, so when a max-pool follows
+  (P-Net's and R-Net's first layers) its PReLU, ``min(x, alpha * x)``, moves after the pool,
+  onto a quarter of the pixels. Other layers with a slope > 1 keep the general form.
 * P-Net's two-way softmax becomes one logit, ``log p(face) - log p(non-face)``, produced by a
   1x1 convolution merged with the box regression: ``logit > log(t / (1 - t))`` selects exactly
   the windows with ``p(face) > t``, and the sigmoid then runs on the selected windows only.
@@ -22,14 +24,30 @@ import numpy as np
 import tensorflow as tf
 
 
+def _slopes(layer: keras.layers.PReLU) -> np.ndarray:
+    with tf.init_scope():  # the values, also while tracing a graph
+        return layer.alpha.numpy()
+
+
 def prelu(layer: keras.layers.PReLU, x: tf.Tensor) -> tf.Tensor:
-    """``layer(x)`` in two element-wise passes when every slope of the layer is <= 1."""
+    """``layer(x)``, in two element-wise passes when every slope of the layer is <= 1."""
     alpha = layer.alpha.value
-    with tf.init_scope():  # the slopes' values, also while tracing a graph
-        exact = float(np.max(layer.alpha.numpy())) <= 1.0
-    if exact:
+    if np.max(_slopes(layer)) <= 1.0:
         return tf.maximum(x, x * alpha)
     return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
+
+
+def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf.Tensor) -> tf.Tensor:
+    """``pool(layer(x))`` with the channels of slope > 1 activated after the pool (they are
+    increasing, so the pool commutes with their PReLU)."""
+    slopes = _slopes(layer)
+    steep = slopes > 1.0
+    if not steep.any():
+        return pool(prelu(layer, x), training=False)
+    before = tf.constant(np.where(steep, 1.0, slopes), x.dtype)  # identity on steep channels
+    after = tf.constant(np.where(steep, slopes, 1.0), x.dtype)  # identity on the others
+    y = pool(tf.maximum(x, x * before), training=False)
+    return tf.minimum(y, y * after)
 
 
 def trunk(model: keras.Model, x: tf.Tensor) -> tuple[tf.Tensor, list]:
@@ -37,8 +55,14 @@ def trunk(model: keras.Model, x: tf.Tensor) -> tuple[tf.Tensor, list]:
     layers after it (in the order of the model's outputs)."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.PReLU))
-    for layer in layers[:last + 1]:
-        x = prelu(layer, x) if isinstance(layer, keras.layers.PReLU) else layer(x, training=False)
+    i = 0
+    while i <= last:
+        layer = layers[i]
+        if isinstance(layer, keras.layers.PReLU) and isinstance(layers[i + 1], keras.layers.MaxPooling2D):
+            x, i = prelu_pool(layer, layers[i + 1], x), i + 2
+        else:
+            x = prelu(layer, x) if isinstance(layer, keras.layers.PReLU) else layer(x, training=False)
+            i += 1
     return x, layers[last + 1:]
 
 

@@ -1,4 +1,4 @@
-"""The detector's inference forms of the nets equal the Keras reference models."""
+"""The detector's inference forms of the nets (raw pixels in) equal the Keras reference models."""
 from __future__ import annotations
 
 import keras
@@ -25,11 +25,17 @@ def test_prelu_matches_numpy_for_any_slopes(slopes):
     np.testing.assert_allclose(prelu_pool(layer, pool, tf.constant(x)), pool(expected), rtol=1e-6, atol=1e-7)
 
 
+def _pixels(shape, seed):
+    """Raw pixels in [0, 255] and the normalised input of the Keras models."""
+    pixels = np.random.default_rng(seed).integers(0, 256, shape).astype(np.float32)
+    return pixels, (pixels - 127.5) / 128.0
+
+
 def test_pnet_logit_head_matches_softmax():
     net = build_net("pnet")
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 67, 81, 3)).astype(np.float32)
+    pixels, x = _pixels((2, 67, 81, 3), 1)
     regression, probability = (np.asarray(t) for t in net(x))
-    out = np.asarray(pnet_forward(net, tf.constant(x)))
+    out = np.asarray(pnet_forward(net, tf.constant(pixels)))
     np.testing.assert_allclose(out[..., :4], regression, atol=1e-5)
     np.testing.assert_allclose(1 / (1 + np.exp(-out[..., 4])), probability[..., 1], atol=1e-6)
     # Thresholding the logit picks the same windows as thresholding the probability.
@@ -39,9 +45,9 @@ def test_pnet_logit_head_matches_softmax():
 @pytest.mark.parametrize("name,size", [("rnet", 24), ("onet", 48)])
 def test_patch_nets_match_keras(name, size):
     net = build_net(name)
-    x = np.random.default_rng(2).uniform(-1, 1, (7, size, size, 3)).astype(np.float32)
-    for ours, reference in zip(patch_forward(net, tf.constant(x)), net(x)):
-        np.testing.assert_allclose(ours, reference, atol=1e-6)
+    pixels, x = _pixels((7, size, size, 3), 2)
+    for ours, reference in zip(patch_forward(net, tf.constant(pixels)), net(x)):
+        np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
 def test_logit_bounds():

@@ -8,12 +8,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfface_align.image_io import read_image, to_rgb_uint8
-from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward
+from tfface_align.mtcnn.inference import PIXEL_MEAN, logit, patch_forward, pnet_forward
 from tfface_align.mtcnn.weights import FACENET_FILES, build_net
 
 PNET_CELL = 12.0  # P-Net's window
 PNET_STRIDE = 2.0
-PATCH_BUCKET = 16  # smallest R-Net / O-Net batch
+PATCH_BUCKET = 4  # smallest R-Net / O-Net batch
 
 
 class Faces(NamedTuple):
@@ -170,7 +170,7 @@ class MTCNN:
         self.onet = build_net("onet", files.get("onet"))
         self._batch_fn = tf.function(
             self.detect_batch_graph,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
                              tf.TensorSpec([None, 2], tf.int32)],
             reduce_retracing=True,
         )
@@ -240,7 +240,8 @@ class MTCNN:
         shape = tf.cast(tf.shape(images), tf.float32)
         norm = tf.stack([shape[1], shape[2], shape[1], shape[2]])
         yx_boxes = tf.gather(boxes, [1, 0, 3, 2], axis=1) / norm
-        patches = tf.image.crop_and_resize(images, yx_boxes, batch, [size, size])
+        patches = tf.image.crop_and_resize(images, yx_boxes, batch, [size, size],
+                                           extrapolation_value=PIXEL_MEAN)  # outside: 0 once normalised
         count = tf.shape(patches)[0]
         # Round count + 1 up to a multiple of a quarter of its power of two (<= 25% waste).
         step = tf.maximum(PATCH_BUCKET, tf.cast(2.0 ** tf.floor(
@@ -254,14 +255,14 @@ class MTCNN:
         """The whole cascade on a padded batch, for use inside a ``tf.function``.
 
         Args:
-            images: float32 (B, H, W, 3) RGB pixels in [0, 255]; image b occupies the top-left
+            images: uint8 or float32 (B, H, W, 3) RGB pixels in [0, 255]; image b occupies the top-left
                 ``sizes[b]`` (height, width) of the batch, the rest is padding.
             sizes: int32 (B, 2) valid height and width of every image.
 
         Returns:
             boxes (N, 5) x1, y1, x2, y2, score; landmarks (N, 5, 2); batch indices (N,) int32.
         """
-        images = (images - 127.5) * 0.0078125
+        images = tf.cast(images, tf.float32)
         shape = tf.shape(images)
         span = 4.0 * tf.cast(tf.maximum(shape[1], shape[2]), tf.float32) + 64.0
         valid = tf.cast(sizes, tf.float32)
@@ -306,8 +307,7 @@ class MTCNN:
 
     def detect_image_graph(self, image: tf.Tensor):
         """One uint8 (H, W, 3) RGB image -> boxes (N, 5), landmarks (N, 5, 2); graph-friendly."""
-        images = tf.cast(image, tf.float32)[None]
-        boxes, landmarks, _ = self.detect_batch_graph(images, tf.shape(image)[None, :2])
+        boxes, landmarks, _ = self.detect_batch_graph(image[None], tf.shape(image)[None, :2])
         return boxes, landmarks
 
     def detect_and_align_graph(self, image: tf.Tensor, alignment: str = "arcface",
@@ -394,14 +394,16 @@ class MTCNN:
         for bucket in self._buckets([a.shape[:2] for a in arrays]):
             h = max(arrays[i].shape[0] for i in bucket)
             w = max(arrays[i].shape[1] for i in bucket)
-            if all(arrays[i].shape[:2] == (h, w) for i in bucket):
+            if len(bucket) == 1:
+                stacked = arrays[bucket[0]][None]
+            elif all(arrays[i].shape[:2] == (h, w) for i in bucket):
                 stacked = np.stack([arrays[i] for i in bucket])
             else:
                 stacked = np.full((len(bucket), h, w, 3), 127, np.uint8)  # grey: 0 once normalised
                 for row, i in enumerate(bucket):
                     stacked[row, :arrays[i].shape[0], :arrays[i].shape[1]] = arrays[i]
             sizes = np.array([arrays[i].shape[:2] for i in bucket], np.int32)
-            boxes, landmarks, index = (t.numpy() for t in self._batch_fn(tf.cast(stacked, tf.float32), sizes))
+            boxes, landmarks, index = (t.numpy() for t in self._batch_fn(stacked, sizes))
             for row, i in enumerate(bucket):
                 mine = index == row
                 results[i] = Faces(boxes[mine], landmarks[mine])

@@ -4,6 +4,9 @@ The Keras models of :mod:`tfface_align.mtcnn.networks` are the reference (weight
 and tests compare them with the ``mtcnn`` package). The detector evaluates them through these
 functions, which read the same variables and differ only in how they compute:
 
+* They take raw pixels in [0, 255]: the normalisation ``(pixel - 127.5) / 128`` is folded into
+  the first convolution's kernel and bias (exact: that convolution has no padding), so no pass
+  over the photo is spent on it.
 * PReLU is ``max(x, alpha * x)``, two element-wise passes instead of Keras' four. That form is
   exact for slopes <= 1; a channel with a slope > 1 is increasing, so when a max-pool follows
   (P-Net's and R-Net's first layers) its PReLU, ``min(x, alpha * x)``, moves after the pool,
@@ -22,6 +25,9 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+
+PIXEL_MEAN = 127.5  # the nets see (pixel - PIXEL_MEAN) * PIXEL_SCALE
+PIXEL_SCALE = 1.0 / 128.0
 
 
 def _slopes(layer: keras.layers.PReLU) -> np.ndarray:
@@ -50,12 +56,21 @@ def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf
     return tf.minimum(y, y * after)
 
 
-def trunk(model: keras.Model, x: tf.Tensor) -> tuple[tf.Tensor, list]:
-    """Runs ``model``'s chain of layers up to its last PReLU. Returns that output and the head
-    layers after it (in the order of the model's outputs)."""
+def normalized_conv(layer: keras.layers.Conv2D, pixels: tf.Tensor) -> tf.Tensor:
+    """``layer((pixels - PIXEL_MEAN) * PIXEL_SCALE)`` for an unpadded, stride-1 convolution."""
+    if layer.padding != "valid" or tuple(layer.strides) != (1, 1) or layer.activation is not keras.activations.linear:
+        raise ValueError(f"{layer.name}: expected an unpadded stride-1 convolution without activation")
+    kernel = layer.kernel.value * PIXEL_SCALE
+    bias = layer.bias.value - PIXEL_MEAN * tf.reduce_sum(kernel, axis=(0, 1, 2))
+    return tf.nn.conv2d(pixels, kernel, 1, "VALID") + bias
+
+
+def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:
+    """Runs ``model``'s chain of layers up to its last PReLU on raw pixels. Returns that output
+    and the head layers after it (in the order of the model's outputs)."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.PReLU))
-    i = 0
+    x, i = normalized_conv(layers[0], pixels), 1
     while i <= last:
         layer = layers[i]
         if isinstance(layer, keras.layers.PReLU) and isinstance(layers[i + 1], keras.layers.MaxPooling2D):
@@ -66,9 +81,9 @@ def trunk(model: keras.Model, x: tf.Tensor) -> tuple[tf.Tensor, list]:
     return x, layers[last + 1:]
 
 
-def pnet_forward(pnet: keras.Model, images: tf.Tensor) -> tf.Tensor:
-    """P-Net on normalised images -> (B, h, w, 5): dx1, dy1, dx2, dy2 and the face logit."""
-    x, (regression, probability) = trunk(pnet, images)
+def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tf.Tensor:
+    """P-Net on raw pixels -> (B, h, w, 5): dx1, dy1, dx2, dy2 and the face logit."""
+    x, (regression, probability) = trunk(pnet, pixels)
     kernel = tf.concat([regression.kernel.value,
                         probability.kernel.value[..., 1:] - probability.kernel.value[..., :1]], axis=-1)
     bias = tf.concat([regression.bias.value,
@@ -77,7 +92,7 @@ def pnet_forward(pnet: keras.Model, images: tf.Tensor) -> tf.Tensor:
 
 
 def patch_forward(model: keras.Model, patches: tf.Tensor) -> list[tf.Tensor]:
-    """R-Net or O-Net on normalised patches -> the model's outputs (probability last)."""
+    """R-Net or O-Net on raw pixel patches -> the model's outputs (probability last)."""
     x, heads = trunk(model, patches)
     return [head(x, training=False) for head in heads]
 

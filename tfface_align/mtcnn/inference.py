@@ -2,7 +2,10 @@
 
 The Keras models of :mod:`tfface_align.mtcnn.networks` are the reference (weights load into them
 and tests compare them with the ``mtcnn`` package). The detector evaluates them through these
-functions, which read the same variables and differ only in how they compute:
+functions, which read the same weights and differ only in how they compute:
+
+* The weights enter the graph as constants, read (and transformed below) once while tracing:
+  the per-level loop of P-Net then runs no weight reads or weight arithmetic.
 
 * They take raw pixels in [0, 255]: the normalisation ``(pixel - 127.5) / 128`` is folded into
   the first convolution's kernel and bias (exact: that convolution has no padding), so no pass
@@ -30,15 +33,32 @@ PIXEL_MEAN = 127.5  # the nets see (pixel - PIXEL_MEAN) * PIXEL_SCALE
 PIXEL_SCALE = 1.0 / 128.0
 
 
-def _slopes(layer: keras.layers.PReLU) -> np.ndarray:
+def _weights(layer: keras.layers.Layer) -> list[np.ndarray]:
     with tf.init_scope():  # the values, also while tracing a graph
-        return layer.alpha.numpy()
+        return [np.asarray(w, np.float32) for w in layer.get_weights()]
+
+
+def _conv(x: tf.Tensor, kernel: np.ndarray, bias: np.ndarray) -> tf.Tensor:
+    return tf.nn.conv2d(x, tf.constant(kernel), 1, "VALID") + tf.constant(bias)
+
+
+def conv(layer: keras.layers.Conv2D, x: tf.Tensor, normalize: bool = False) -> tf.Tensor:
+    """``layer(x)`` for an unpadded stride-1 convolution; with ``normalize``, of
+    ``(x - PIXEL_MEAN) * PIXEL_SCALE``."""
+    if layer.padding != "valid" or tuple(layer.strides) != (1, 1) or layer.activation is not keras.activations.linear:
+        raise ValueError(f"{layer.name}: expected an unpadded stride-1 convolution without activation")
+    kernel, bias = _weights(layer)
+    if normalize:
+        kernel = kernel * PIXEL_SCALE
+        bias = bias - PIXEL_MEAN * kernel.sum(axis=(0, 1, 2))
+    return _conv(x, kernel, bias)
 
 
 def prelu(layer: keras.layers.PReLU, x: tf.Tensor) -> tf.Tensor:
     """``layer(x)``, in two element-wise passes when every slope of the layer is <= 1."""
-    alpha = layer.alpha.value
-    if np.max(_slopes(layer)) <= 1.0:
+    slopes = _weights(layer)[0]
+    alpha = tf.constant(slopes)
+    if slopes.max() <= 1.0:
         return tf.maximum(x, x * alpha)
     return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
 
@@ -46,7 +66,7 @@ def prelu(layer: keras.layers.PReLU, x: tf.Tensor) -> tf.Tensor:
 def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf.Tensor) -> tf.Tensor:
     """``pool(layer(x))`` with the channels of slope > 1 activated after the pool (they are
     increasing, so the pool commutes with their PReLU)."""
-    slopes = _slopes(layer)
+    slopes = _weights(layer)[0]
     steep = slopes > 1.0
     if not steep.any():
         return pool(prelu(layer, x), training=False)
@@ -56,39 +76,34 @@ def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf
     return tf.minimum(y, y * after)
 
 
-def normalized_conv(layer: keras.layers.Conv2D, pixels: tf.Tensor) -> tf.Tensor:
-    """``layer((pixels - PIXEL_MEAN) * PIXEL_SCALE)`` for an unpadded, stride-1 convolution."""
-    if layer.padding != "valid" or tuple(layer.strides) != (1, 1) or layer.activation is not keras.activations.linear:
-        raise ValueError(f"{layer.name}: expected an unpadded stride-1 convolution without activation")
-    kernel = layer.kernel.value * PIXEL_SCALE
-    bias = layer.bias.value - PIXEL_MEAN * tf.reduce_sum(kernel, axis=(0, 1, 2))
-    return tf.nn.conv2d(pixels, kernel, 1, "VALID") + bias
-
-
 def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:
     """Runs ``model``'s chain of layers up to its last PReLU on raw pixels. Returns that output
     and the head layers after it (in the order of the model's outputs)."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.PReLU))
-    x, i = normalized_conv(layers[0], pixels), 1
+    x, i = conv(layers[0], pixels, normalize=True), 1
     while i <= last:
         layer = layers[i]
         if isinstance(layer, keras.layers.PReLU) and isinstance(layers[i + 1], keras.layers.MaxPooling2D):
             x, i = prelu_pool(layer, layers[i + 1], x), i + 2
+            continue
+        if isinstance(layer, keras.layers.PReLU):
+            x = prelu(layer, x)
+        elif isinstance(layer, keras.layers.Conv2D):
+            x = conv(layer, x)
         else:
-            x = prelu(layer, x) if isinstance(layer, keras.layers.PReLU) else layer(x, training=False)
-            i += 1
+            x = layer(x, training=False)
+        i += 1
     return x, layers[last + 1:]
 
 
 def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tf.Tensor:
     """P-Net on raw pixels -> (B, h, w, 5): dx1, dy1, dx2, dy2 and the face logit."""
     x, (regression, probability) = trunk(pnet, pixels)
-    kernel = tf.concat([regression.kernel.value,
-                        probability.kernel.value[..., 1:] - probability.kernel.value[..., :1]], axis=-1)
-    bias = tf.concat([regression.bias.value,
-                      probability.bias.value[1:] - probability.bias.value[:1]], axis=0)
-    return tf.nn.conv2d(x, kernel, 1, "VALID") + bias
+    (reg_kernel, reg_bias), (cls_kernel, cls_bias) = _weights(regression), _weights(probability)
+    kernel = np.concatenate([reg_kernel, cls_kernel[..., 1:] - cls_kernel[..., :1]], axis=-1)
+    bias = np.concatenate([reg_bias, cls_bias[1:] - cls_bias[:1]])
+    return _conv(x, kernel, bias)
 
 
 def patch_forward(model: keras.Model, patches: tf.Tensor) -> list[tf.Tensor]:

@@ -54,13 +54,21 @@ def conv(layer: keras.layers.Conv2D, x: tf.Tensor, normalize: bool = False) -> t
     return _conv(x, kernel, bias)
 
 
+def _scale(x: tf.Tensor, factors: np.ndarray) -> tf.Tensor:
+    """``x * factors`` per channel; on feature maps as a 1x1 depthwise convolution, which oneDNN
+    runs about 3x faster than TF's broadcasting multiply for these channel counts."""
+    factors = np.asarray(factors, np.float32).reshape(-1)
+    if x.shape.rank != 4:
+        return x * tf.constant(factors)
+    return tf.nn.depthwise_conv2d(x, tf.constant(factors.reshape(1, 1, -1, 1)), [1, 1, 1, 1], "VALID")
+
+
 def prelu(layer: keras.layers.PReLU, x: tf.Tensor) -> tf.Tensor:
     """``layer(x)``, in two element-wise passes when every slope of the layer is <= 1."""
     slopes = _weights(layer)[0]
-    alpha = tf.constant(slopes)
     if slopes.max() <= 1.0:
-        return tf.maximum(x, x * alpha)
-    return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
+        return tf.maximum(x, _scale(x, slopes))
+    return tf.nn.relu(x) - _scale(tf.nn.relu(-x), slopes)
 
 
 def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf.Tensor) -> tf.Tensor:
@@ -70,10 +78,8 @@ def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf
     steep = slopes > 1.0
     if not steep.any():
         return pool(prelu(layer, x), training=False)
-    before = tf.constant(np.where(steep, 1.0, slopes), x.dtype)  # identity on steep channels
-    after = tf.constant(np.where(steep, slopes, 1.0), x.dtype)  # identity on the others
-    y = pool(tf.maximum(x, x * before), training=False)
-    return tf.minimum(y, y * after)
+    y = pool(tf.maximum(x, _scale(x, np.where(steep, 1.0, slopes))), training=False)  # steep: identity
+    return tf.minimum(y, _scale(y, np.where(steep, slopes, 1.0)))  # the others: identity
 
 
 def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:

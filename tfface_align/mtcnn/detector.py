@@ -224,10 +224,14 @@ class MTCNN:
             return tf.TensorArray(dtype, size=1, dynamic_size=True, infer_shape=False,
                                   element_shape=shape).write(0, tf.zeros([0] + shape[1:], dtype))
 
+        # Levels are independent: let all of them run at once (a pyramid has at most 32 levels up to
+        # 2**20 pixels a side), so the single-threaded ops of one level (area resize, NMS) overlap
+        # with the convolutions of others. 4 in flight instead of 32: ~30% slower on 2 cores.
         _, boxes_ta, scores_ta, batch_ta = tf.while_loop(
             lambda k, *_: k < count, body,
             (tf.constant(0), array(tf.float32, [None, 4]), array(tf.float32, [None]),
              array(tf.int32, [None])),
+            parallel_iterations=32,
         )
         return boxes_ta.concat(), scores_ta.concat(), batch_ta.concat()
 

@@ -90,7 +90,8 @@ def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:
     x, i = conv(layers[0], pixels, normalize=True), 1
     while i <= last:
         layer = layers[i]
-        if isinstance(layer, keras.layers.PReLU) and isinstance(layers[i + 1], keras.layers.MaxPooling2D):
+        pool_next = i + 1 < len(layers) and isinstance(layers[i + 1], keras.layers.MaxPooling2D)
+        if isinstance(layer, keras.layers.PReLU) and pool_next:
             x, i = prelu_pool(layer, layers[i + 1], x), i + 2
             continue
         if isinstance(layer, keras.layers.PReLU):

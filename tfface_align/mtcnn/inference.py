@@ -4,9 +4,9 @@ The Keras models of :mod:`tfface_align.mtcnn.networks` are the reference (weight
 and tests compare them with the ``mtcnn`` package). The detector evaluates them through these
 functions, which read the same weights and differ only in how they compute:
 
-* The weights enter the graph as constants, read (and transformed below) once while tracing:
-  the per-level loop of P-Net then runs no weight reads or weight arithmetic.
-
+* Convolution and PReLU weights enter the graph as constants, read (and transformed as below)
+  once while tracing: P-Net's per-level loop runs no weight reads or weight arithmetic. (The
+  dense layers of R-Net and O-Net run as the Keras layers.)
 * They take raw pixels in [0, 255]: the normalisation ``(pixel - 127.5) / 128`` is folded into
   the first convolution's kernel and bias (exact: that convolution has no padding), so no pass
   over the photo is spent on it.
@@ -19,7 +19,7 @@ functions, which read the same weights and differ only in how they compute:
   the windows with ``p(face) > t``, and the sigmoid then runs on the selected windows only.
 
 P-Net's activations are the biggest tensors of the whole cascade (a 10-channel copy of every
-pyramid level), so these passes, not the convolutions, dominate its time on CPU.
+pyramid level): on CPU, Keras' PReLU passes over them took longer than the convolutions.
 """
 from __future__ import annotations
 

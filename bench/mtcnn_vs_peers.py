@@ -3,7 +3,8 @@
 Photo mode: every photo of ``../shared/testdata/faces`` through each detector, one photo per
 call, interleaved photo by photo so that machine load hits all detectors alike, ``--repeats``
 rounds; a photo's time is its fastest call (as ``timeit`` does: slower calls measure load from
-the rest of the machine). Warm-up calls (graph tracing) are excluded. Also ours with the whole list in one call (bucketed).
+the rest of the machine). Warm-up calls (graph tracing) are excluded. Also ours with the whole
+list in one call (bucketed).
 Same parameters everywhere: min face 20, thresholds 0.6/0.7/0.7, factor 0.709 (the `mtcnn`
 package gets ``threshold_onet=0.7, fit_to_image=False``; its defaults differ).
 
@@ -247,7 +248,8 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                "tensorflow": tf.__version__, "load_average": os.getloadavg()},
-                   "nms": args.nms, "photos": n, "repeats": args.repeats, "total_seconds": total, "total_cpu_seconds": cpu, "list_call_seconds": list_seconds,
+                   "nms": args.nms, "photos": n, "repeats": args.repeats, "total_seconds": total,
+                   "total_cpu_seconds": cpu, "list_call_seconds": list_seconds,
                    "agreement": {"matched": matched, "confident_reference_faces": confident, "extra": extra,
                                  "worst_landmark_error_fraction": worst},
                    "agreement_facenet_pytorch": torch_agree, "facenet_pytorch_skipped": TORCH_SKIP,

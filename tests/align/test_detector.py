@@ -190,3 +190,16 @@ def test_detect_and_align_in_graph(detector, faces_dir):
     crops, boxes, _ = (t.numpy() for t in detector.detect_and_align_graph(tf.constant(image), "facenet_crop",
                                                                           160, 20))
     assert np.abs(crops[0] - crop(image, boxes[0], 20, 160)).max() <= 1.0
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "8192"), ("100", "100")])
+def test_import_raises_onednn_kernel_cache_unless_set(preset, expected):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if preset:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    code = "import os, tfface_align; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == expected

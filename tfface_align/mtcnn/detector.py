@@ -45,12 +45,24 @@ def _regress(boxes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
     return boxes + offsets * tf.stack([w, h, w, h], axis=1)
 
 
-def _batched_nms(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, span: tf.Tensor,
+def _batched_nms(boxes: tf.Tensor, scores: tf.Tensor, batch: tf.Tensor, count: tf.Tensor,
                  iou: float) -> tf.Tensor:
-    """Greedy IoU NMS done separately per image in one call: every image's boxes are shifted by
-    ``batch * span`` so boxes of different images never overlap. Returns kept indices."""
-    shift = tf.cast(batch, tf.float32)[:, None] * span
-    return tf.image.non_max_suppression(boxes + shift, scores, tf.shape(scores)[0], iou)
+    """Greedy IoU NMS separately per image of a batch of ``count``. Returns kept indices, by
+    image, then by decreasing score. (One NMS over all images, their boxes shifted apart, would
+    check every candidate against the kept boxes of all images: quadratic in the batch size.)"""
+
+    def image(b, kept):
+        members = tf.cast(tf.where(tf.equal(batch, b))[:, 0], tf.int32)
+        keep = tf.image.non_max_suppression(tf.gather(boxes, members), tf.gather(scores, members),
+                                            tf.size(members), iou)
+        return b + 1, kept.write(b, tf.gather(members, keep))
+
+    def each_image():
+        kept = tf.TensorArray(tf.int32, size=count, infer_shape=False, element_shape=[None])
+        return tf.while_loop(lambda b, _: b < count, image, (tf.constant(0), kept))[1].concat()
+
+    return tf.cond(count > 1, each_image,
+                   lambda: tf.image.non_max_suppression(boxes, scores, tf.shape(scores)[0], iou))
 
 
 def _overlap(a: tf.Tensor, b: tf.Tensor, smaller: bool) -> tf.Tensor:
@@ -176,11 +188,11 @@ class MTCNN:
         )
 
     # ------------------------------------------------------------------ graph
-    def _nms(self, boxes, scores, batch, span, threshold, smaller=False):
+    def _nms(self, boxes, scores, batch, span, count, threshold, smaller=False):
         if self.nms == "greedy":
             if smaller:
                 return _batched_nms_min(boxes, scores, batch, threshold)
-            return _batched_nms(boxes, scores, batch, span, threshold)
+            return _batched_nms(boxes, scores, batch, count, threshold)
         return _suppress_by_any(boxes, scores, batch, span, threshold, smaller)
 
     def scales(self, height: int, width: int) -> list[float]:
@@ -215,7 +227,7 @@ class MTCNN:
             # of its corner distance 11.
             corners = tf.concat([yx[:, ::-1] + 1.0, yx[:, ::-1] + PNET_CELL], axis=1)  # x1, y1, x2, y2
             boxes = (corners + offsets * (PNET_CELL - 1.0)) / scale
-            keep = self._nms(boxes, scores, batch, span, nms_scale)
+            keep = self._nms(boxes, scores, batch, span, shape[0], nms_scale)
             i = k + 1  # slot 0 holds an empty entry (concat needs one)
             return (k + 1, boxes_ta.write(i, tf.gather(boxes, keep)),
                     scores_ta.write(i, tf.gather(scores, keep)), batch_ta.write(i, tf.gather(batch, keep)))
@@ -281,7 +293,7 @@ class MTCNN:
         boxes, scores, batch = self._pnet_stage(images, span)
         keep = tf.where(inside(boxes, batch))[:, 0]
         boxes, scores, batch = tf.gather(boxes, keep), tf.gather(scores, keep), tf.gather(batch, keep)
-        keep = self._nms(boxes, scores, batch, span, self.nms_thresholds[1])
+        keep = self._nms(boxes, scores, batch, span, shape[0], self.nms_thresholds[1])
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # R-Net.
@@ -290,7 +302,7 @@ class MTCNN:
         keep = tf.where(scores > self.thresholds[1])[:, 0]
         boxes = _regress(tf.gather(boxes, keep), tf.gather(offsets, keep))
         scores, batch = tf.gather(scores, keep), tf.gather(batch, keep)
-        keep = self._nms(boxes, scores, batch, span, self.nms_thresholds[2])
+        keep = self._nms(boxes, scores, batch, span, shape[0], self.nms_thresholds[2])
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # O-Net.
@@ -304,7 +316,7 @@ class MTCNN:
         landmarks = tf.stack([w * marks[:, :5] + boxes[:, 0:1] - 1.0,
                               h * marks[:, 5:] + boxes[:, 1:2] - 1.0], axis=2)
         boxes = _regress(boxes, offsets)
-        keep = self._nms(boxes, scores, batch, span, self.nms_thresholds[3], smaller=True)
+        keep = self._nms(boxes, scores, batch, span, shape[0], self.nms_thresholds[3], smaller=True)
         keep = tf.gather(keep, tf.where(inside(tf.gather(boxes, keep), tf.gather(batch, keep)))[:, 0])
         boxes = tf.concat([tf.gather(boxes, keep), tf.gather(scores, keep)[:, None]], axis=1)
         return boxes, tf.gather(landmarks, keep), tf.gather(batch, keep)

@@ -165,6 +165,36 @@ def test_suppression_rule_matches_loops(smaller):
     assert keep.tolist() == _reference_suppression(boxes, scores, batch, 0.5, smaller)
 
 
+def _reference_greedy(boxes, scores, threshold):
+    """Greedy NMS in NumPy: by decreasing score, keep a box unless a kept box overlaps it too much."""
+    kept = []
+    for j in np.argsort(-scores, kind="stable"):
+        w = np.maximum(0.0, np.minimum(boxes[kept, 2], boxes[j, 2]) - np.maximum(boxes[kept, 0], boxes[j, 0]))
+        h = np.maximum(0.0, np.minimum(boxes[kept, 3], boxes[j, 3]) - np.maximum(boxes[kept, 1], boxes[j, 1]))
+        areas = (boxes[kept, 2] - boxes[kept, 0]) * (boxes[kept, 3] - boxes[kept, 1])
+        iou = w * h / (areas + (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1]) - w * h)
+        if not (iou > threshold).any():
+            kept.append(int(j))
+    return kept
+
+
+@pytest.mark.parametrize("images", [1, 3])
+def test_greedy_suppression_is_per_image(images):
+    from tfface_align.mtcnn.detector import _batched_nms
+
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 60, (200, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (200, 2))], 1).astype(np.float32)
+    scores = rng.permutation(200).astype(np.float32) / 200  # distinct
+    batch = rng.integers(0, images, 200).astype(np.int32)
+    keep = _batched_nms(tf.constant(boxes), tf.constant(scores), tf.constant(batch), tf.constant(images), 0.5)
+    expected = []
+    for b in range(images):  # boxes of different images never suppress each other
+        members = np.flatnonzero(batch == b)
+        expected += members[_reference_greedy(boxes[members], scores[members], 0.5)].tolist()
+    assert keep.numpy().tolist() == expected
+
+
 def test_any_suppression_mode(detector, reference_mtcnn, faces_dir):
     from tfface_align import MTCNN
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfface_align.mtcnn import build_net
-from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward, prelu, prelu_pool
+from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward, pnet_regression, prelu, prelu_pool
 
 
 @pytest.mark.parametrize("slopes", [[-1.3, 0.0, 0.4, 1.0], [-0.5, 0.2, 1.25, 3.0]])
@@ -31,15 +31,16 @@ def _pixels(shape, seed):
     return pixels, (pixels - 127.5) / 128.0
 
 
-def test_pnet_logit_head_matches_softmax():
+def test_pnet_logit_and_regression_match_keras():
     net = build_net("pnet")
     pixels, x = _pixels((2, 67, 81, 3), 1)
     regression, probability = (np.asarray(t) for t in net(x))
-    out = np.asarray(pnet_forward(net, tf.constant(pixels)))
-    np.testing.assert_allclose(out[..., :4], regression, atol=1e-5)
-    np.testing.assert_allclose(1 / (1 + np.exp(-out[..., 4])), probability[..., 1], atol=1e-6)
+    features, logits = (np.asarray(t) for t in pnet_forward(net, tf.constant(pixels)))
+    offsets = np.asarray(pnet_regression(net, tf.constant(features.reshape(-1, features.shape[-1]))))
+    np.testing.assert_allclose(offsets.reshape(regression.shape), regression, atol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), probability[..., 1], atol=1e-6)
     # Thresholding the logit picks the same windows as thresholding the probability.
-    assert np.array_equal(out[..., 4] > logit(0.6), probability[..., 1] > 0.6)
+    assert np.array_equal(logits > logit(0.6), probability[..., 1] > 0.6)
 
 
 @pytest.mark.parametrize("name,size", [("rnet", 24), ("onet", 48)])

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface_align.image_io import read_image, to_rgb_uint8
-from tfface_align.mtcnn.inference import PIXEL_MEAN, logit, patch_forward, pnet_forward
+from tfface_align.mtcnn.inference import PIXEL_MEAN, logit, patch_forward, pnet_forward, pnet_regression
 from tfface_align.mtcnn.weights import FACENET_FILES, build_net
 
 PNET_CELL = 12.0  # P-Net's window
@@ -217,10 +217,10 @@ class MTCNN:
             scale = first * tf.pow(self.factor, tf.cast(k, tf.float32))
             size = tf.cast(tf.math.floor(tf.stack([height, width]) * scale), tf.int32)
             scaled = tf.image.resize(images, size, method="area")
-            outputs = pnet_forward(self.pnet, scaled)
-            where = tf.where(outputs[..., 4] > threshold)
-            picked = tf.gather_nd(outputs, where)
-            offsets, scores = picked[:, :4], tf.sigmoid(picked[:, 4])
+            features, logits = pnet_forward(self.pnet, scaled)
+            where = tf.where(logits > threshold)
+            offsets = pnet_regression(self.pnet, tf.gather_nd(features, where))
+            scores = tf.sigmoid(tf.gather_nd(logits, where))
             batch = tf.cast(where[:, 0], tf.int32)
             yx = tf.cast(where[:, 1:], tf.float32) * PNET_STRIDE
             # The original's window: pixels 2x+1 .. 2x+12 (1-based, inclusive), offsets in units

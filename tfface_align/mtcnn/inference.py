@@ -14,9 +14,9 @@ functions, which read the same weights and differ only in how they compute:
   exact for slopes <= 1; a channel with a slope > 1 is increasing, so when a max-pool follows
   (P-Net's and R-Net's first layers) its PReLU, ``min(x, alpha * x)``, moves after the pool,
   onto a quarter of the pixels. Other layers with a slope > 1 keep the general form.
-* P-Net's two-way softmax becomes one logit, ``log p(face) - log p(non-face)``, produced by a
-  1x1 convolution merged with the box regression: ``logit > log(t / (1 - t))`` selects exactly
-  the windows with ``p(face) > t``, and the sigmoid then runs on the selected windows only.
+* P-Net's two-way softmax becomes one logit, ``log p(face) - log p(non-face)``, from a 1x1
+  convolution: ``logit > log(t / (1 - t))`` selects exactly the windows with ``p(face) > t``;
+  the sigmoid and the box regression then run on the selected windows only.
 
 P-Net's activations are the biggest tensors of the whole cascade (a 10-channel copy of every
 pyramid level): on CPU, Keras' PReLU passes over them took longer than the convolutions.
@@ -109,13 +109,19 @@ def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:
     return x, layers[last + 1:]
 
 
-def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tf.Tensor:
-    """P-Net on raw pixels -> (B, h, w, 5): dx1, dy1, dx2, dy2 and the face logit."""
-    x, (regression, probability) = trunk(pnet, pixels)
-    (reg_kernel, reg_bias), (cls_kernel, cls_bias) = _weights(regression), _weights(probability)
-    kernel = np.concatenate([reg_kernel, cls_kernel[..., 1:] - cls_kernel[..., :1]], axis=-1)
-    bias = np.concatenate([reg_bias, cls_bias[1:] - cls_bias[:1]])
-    return _conv(x, kernel, bias)
+def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """P-Net on raw pixels -> features (B, h, w, 32) of every window and its face logit (B, h, w).
+    The box offsets are needed only for the windows that pass the threshold:
+    :func:`pnet_regression` computes them from those windows' features."""
+    x, (_, probability) = trunk(pnet, pixels)
+    kernel, bias = _weights(probability)
+    return x, tf.squeeze(_conv(x, kernel[..., 1:] - kernel[..., :1], bias[1:] - bias[:1]), axis=-1)
+
+
+def pnet_regression(pnet: keras.Model, features: tf.Tensor) -> tf.Tensor:
+    """Window features (n, 32) from :func:`pnet_forward` -> box offsets (n, 4): dx1, dy1, dx2, dy2."""
+    kernel, bias = _weights(pnet.get_layer("conv4-1"))
+    return tf.matmul(features, tf.constant(kernel[0, 0])) + tf.constant(bias)
 
 
 def patch_forward(model: keras.Model, patches: tf.Tensor) -> list[tf.Tensor]:

@@ -35,8 +35,8 @@ def test_pnet_logit_and_regression_match_keras():
     net = build_net("pnet")
     pixels, x = _pixels((2, 67, 81, 3), 1)
     regression, probability = (np.asarray(t) for t in net(x))
-    features, logits = (np.asarray(t) for t in pnet_forward(net, tf.constant(pixels)))
-    offsets = np.asarray(pnet_regression(net, tf.constant(features.reshape(-1, features.shape[-1]))))
+    activations, logits = (np.asarray(t) for t in pnet_forward(net, tf.constant(pixels)))
+    offsets = np.asarray(pnet_regression(net, tf.constant(activations.reshape(-1, activations.shape[-1]))))
     np.testing.assert_allclose(offsets.reshape(regression.shape), regression, atol=1e-5)
     np.testing.assert_allclose(1 / (1 + np.exp(-logits)), probability[..., 1], atol=1e-6)
     # Thresholding the logit picks the same windows as thresholding the probability.

@@ -217,9 +217,9 @@ class MTCNN:
             scale = first * tf.pow(self.factor, tf.cast(k, tf.float32))
             size = tf.cast(tf.math.floor(tf.stack([height, width]) * scale), tf.int32)
             scaled = tf.image.resize(images, size, method="area")
-            features, logits = pnet_forward(self.pnet, scaled)
+            activations, logits = pnet_forward(self.pnet, scaled)
             where = tf.where(logits > threshold)
-            offsets = pnet_regression(self.pnet, tf.gather_nd(features, where))
+            offsets = pnet_regression(self.pnet, tf.gather_nd(activations, where))
             scores = tf.sigmoid(tf.gather_nd(logits, where))
             batch = tf.cast(where[:, 0], tf.int32)
             yx = tf.cast(where[:, 1:], tf.float32) * PNET_STRIDE

@@ -14,9 +14,12 @@ functions, which read the same weights and differ only in how they compute:
   exact for slopes <= 1; a channel with a slope > 1 is increasing, so when a max-pool follows
   (P-Net's and R-Net's first layers) its PReLU, ``min(x, alpha * x)``, moves after the pool,
   onto a quarter of the pixels. Other layers with a slope > 1 keep the general form.
-* P-Net's two-way softmax becomes one logit, ``log p(face) - log p(non-face)``, from a 1x1
-  convolution: ``logit > log(t / (1 - t))`` selects exactly the windows with ``p(face) > t``;
-  the sigmoid and the box regression then run on the selected windows only.
+* P-Net's two-way softmax becomes one logit, ``log p(face) - log p(non-face)``:
+  ``logit > log(t / (1 - t))`` selects exactly the windows with ``p(face) > t``; the sigmoid and
+  the box regression then run on the selected windows only. The logit is a matmul over the
+  pixels (oneDNN runs 1x1 convolutions with few outputs ~1.7x slower), and P-Net's last PReLU
+  is folded into it through a leaky ReLU that TensorFlow fuses into the convolution before it
+  (see :func:`pnet_forward`).
 
 P-Net's activations are the biggest tensors of the whole cascade (a 10-channel copy of every
 pyramid level): on CPU, Keras' PReLU passes over them took longer than the convolutions.
@@ -39,12 +42,7 @@ def _weights(layer: keras.layers.Layer) -> list[np.ndarray]:
 
 
 def _conv(x: tf.Tensor, kernel: np.ndarray, bias: np.ndarray) -> tf.Tensor:
-    if kernel.shape[:2] != (1, 1):
-        return tf.nn.conv2d(x, tf.constant(kernel), 1, "VALID") + tf.constant(bias)
-    # A 1x1 convolution as a matmul over the pixels: ~1.7x faster for P-Net's 32 -> 5 head.
-    shape = tf.shape(x)
-    pixels = tf.matmul(tf.reshape(x, [-1, kernel.shape[2]]), tf.constant(kernel[0, 0])) + tf.constant(bias)
-    return tf.reshape(pixels, tf.concat([shape[:-1], [kernel.shape[3]]], axis=0))
+    return tf.nn.conv2d(x, tf.constant(kernel), 1, "VALID") + tf.constant(bias)
 
 
 def conv(layer: keras.layers.Conv2D, x: tf.Tensor, normalize: bool = False) -> tf.Tensor:
@@ -87,13 +85,15 @@ def prelu_pool(layer: keras.layers.PReLU, pool: keras.layers.MaxPooling2D, x: tf
     return tf.minimum(y, _scale(y, np.where(steep, slopes, 1.0)))  # the others: identity
 
 
-def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:
+def trunk(model: keras.Model, pixels: tf.Tensor, last_prelu: bool = True) -> tuple[tf.Tensor, list]:
     """Runs ``model``'s chain of layers up to its last PReLU on raw pixels. Returns that output
-    and the head layers after it (in the order of the model's outputs)."""
+    and the head layers after it (in the order of the model's outputs). With ``last_prelu=False``
+    stops before the last PReLU, which then comes first among the returned layers."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.PReLU))
+    stop = last if last_prelu else last - 1
     x, i = conv(layers[0], pixels, normalize=True), 1
-    while i <= last:
+    while i <= stop:
         layer = layers[i]
         pool_next = i + 1 < len(layers) and isinstance(layers[i + 1], keras.layers.MaxPooling2D)
         if isinstance(layer, keras.layers.PReLU) and pool_next:
@@ -106,20 +106,38 @@ def trunk(model: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, list]:
         else:
             x = layer(x, training=False)
         i += 1
-    return x, layers[last + 1:]
+    return x, layers[stop + 1:]
+
+
+def _leaky_to_prelu(layer: keras.layers.PReLU) -> np.ndarray:
+    """``c`` with ``prelu(y) = l + c * min(l, 0)`` for ``l = leaky_relu(y, 1/2)``, any slopes."""
+    return 2.0 * _weights(layer)[0].reshape(-1) - 1.0
 
 
 def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """P-Net on raw pixels -> features (B, h, w, 32) of every window and its face logit (B, h, w).
-    The box offsets are needed only for the windows that pass the threshold:
-    :func:`pnet_regression` computes them from those windows' features."""
-    x, (_, probability) = trunk(pnet, pixels)
+    """P-Net on raw pixels -> ``leaky`` activations (B, h, w, 32) of every window and its face
+    logit (B, h, w); :func:`pnet_regression` turns the activations of the windows that pass the
+    threshold into box offsets.
+
+    Only 1x1 heads follow P-Net's last PReLU, so it is never computed as such: TensorFlow fuses
+    ``l = leaky_relu(y, 1/2)`` into the convolution, and for slopes ``a`` (exactly, as 1/2 is a
+    power of two) ``prelu(y) = l + (2a - 1) * min(l, 0)``, so the logit is
+    ``w . l + (w * (2a - 1)) . min(l, 0) + b``: one pass over the activations instead of two."""
+    y, (activation, _, probability) = trunk(pnet, pixels, last_prelu=False)
+    leaky = tf.nn.leaky_relu(y, 0.5)
     kernel, bias = _weights(probability)
-    return x, tf.squeeze(_conv(x, kernel[..., 1:] - kernel[..., :1], bias[1:] - bias[:1]), axis=-1)
+    w = (kernel[0, 0, :, 1] - kernel[0, 0, :, 0])[:, None]  # the logit log p(face) - log p(non-face)
+    flat = tf.reshape(leaky, [-1, w.shape[0]])
+    logits = (tf.matmul(flat, tf.constant(w))
+              + tf.matmul(tf.minimum(flat, 0.0), tf.constant(w * _leaky_to_prelu(activation)[:, None])))
+    return leaky, tf.reshape(logits, tf.shape(leaky)[:-1]) + float(bias[1] - bias[0])
 
 
-def pnet_regression(pnet: keras.Model, features: tf.Tensor) -> tf.Tensor:
-    """Window features (n, 32) from :func:`pnet_forward` -> box offsets (n, 4): dx1, dy1, dx2, dy2."""
+def pnet_regression(pnet: keras.Model, leaky: tf.Tensor) -> tf.Tensor:
+    """``leaky`` activations (n, 32) of windows from :func:`pnet_forward` -> their box offsets
+    (n, 4): dx1, dy1, dx2, dy2."""
+    activation = pnet.get_layer("prelu3")
+    features = leaky + tf.constant(_leaky_to_prelu(activation)) * tf.minimum(leaky, 0.0)
     kernel, bias = _weights(pnet.get_layer("conv4-1"))
     return tf.matmul(features, tf.constant(kernel[0, 0])) + tf.constant(bias)
 

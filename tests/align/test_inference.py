@@ -7,7 +7,15 @@ import pytest
 import tensorflow as tf
 
 from tfface_align.mtcnn import build_net
-from tfface_align.mtcnn.inference import logit, patch_forward, pnet_forward, pnet_regression, prelu, prelu_pool
+from tfface_align.mtcnn.inference import (
+    _leaky_to_prelu,
+    logit,
+    patch_forward,
+    pnet_forward,
+    pnet_regression,
+    prelu,
+    prelu_pool,
+)
 
 
 @pytest.mark.parametrize("slopes", [[-1.3, 0.0, 0.4, 1.0], [-0.5, 0.2, 1.25, 3.0]])
@@ -23,6 +31,9 @@ def test_prelu_matches_numpy_for_any_slopes(slopes):
     # Followed by a max-pool (channels of slope > 1 are activated after it).
     pool = keras.layers.MaxPooling2D(3, 2, padding="same")
     np.testing.assert_allclose(prelu_pool(layer, pool, tf.constant(x)), pool(expected), rtol=1e-6, atol=1e-7)
+    # From the leaky ReLU (slope 1/2) that P-Net's head uses instead of its last PReLU.
+    leaky = np.where(x > 0, x, 0.5 * x)
+    np.testing.assert_allclose(leaky + _leaky_to_prelu(layer) * np.minimum(leaky, 0), expected, rtol=1e-6, atol=1e-7)
 
 
 def _pixels(shape, seed):

@@ -188,11 +188,13 @@ class MTCNN:
         )
 
     # ------------------------------------------------------------------ graph
-    def _nms(self, boxes, scores, batch, span, count, threshold, smaller=False):
+    def _nms(self, boxes, scores, batch, shape, threshold, smaller=False):
+        """Suppression per image of a batch of images of ``shape`` (B, H, W, 3)."""
         if self.nms == "greedy":
             if smaller:
                 return _batched_nms_min(boxes, scores, batch, threshold)
-            return _batched_nms(boxes, scores, batch, count, threshold)
+            return _batched_nms(boxes, scores, batch, shape[0], threshold)
+        span = 4.0 * tf.cast(tf.maximum(shape[1], shape[2]), tf.float32) + 64.0  # shifts images apart
         return _suppress_by_any(boxes, scores, batch, span, threshold, smaller)
 
     def scales(self, height: int, width: int) -> list[float]:
@@ -202,7 +204,7 @@ class MTCNN:
         count = 0 if side < PNET_CELL else int(math.floor(math.log(PNET_CELL / side) / math.log(self.factor) + 1e-9)) + 1
         return [first * self.factor ** k for k in range(count)]
 
-    def _pnet_stage(self, images: tf.Tensor, span: tf.Tensor):
+    def _pnet_stage(self, images: tf.Tensor):
         """P-Net over the pyramid. Returns boxes (N, 4), scores (N,), batch indices (N,)."""
         shape = tf.shape(images)
         height = tf.cast(shape[1], tf.float32)
@@ -227,7 +229,7 @@ class MTCNN:
             # of its corner distance 11.
             corners = tf.concat([yx[:, ::-1] + 1.0, yx[:, ::-1] + PNET_CELL], axis=1)  # x1, y1, x2, y2
             boxes = (corners + offsets * (PNET_CELL - 1.0)) / scale
-            keep = self._nms(boxes, scores, batch, span, shape[0], nms_scale)
+            keep = self._nms(boxes, scores, batch, shape, nms_scale)
             i = k + 1  # slot 0 holds an empty entry (concat needs one)
             return (k + 1, boxes_ta.write(i, tf.gather(boxes, keep)),
                     scores_ta.write(i, tf.gather(scores, keep)), batch_ta.write(i, tf.gather(batch, keep)))
@@ -280,7 +282,6 @@ class MTCNN:
         """
         images = tf.cast(images, tf.float32)
         shape = tf.shape(images)
-        span = 4.0 * tf.cast(tf.maximum(shape[1], shape[2]), tf.float32) + 64.0
         valid = tf.cast(sizes, tf.float32)
 
         def inside(boxes, batch):  # the box centre lies inside its image (not in the padding)
@@ -290,10 +291,10 @@ class MTCNN:
             return (cx >= 0) & (cy >= 0) & (cx < hw[:, 1]) & (cy < hw[:, 0])
 
         # P-Net over the pyramid, then NMS across scales.
-        boxes, scores, batch = self._pnet_stage(images, span)
+        boxes, scores, batch = self._pnet_stage(images)
         keep = tf.where(inside(boxes, batch))[:, 0]
         boxes, scores, batch = tf.gather(boxes, keep), tf.gather(scores, keep), tf.gather(batch, keep)
-        keep = self._nms(boxes, scores, batch, span, shape[0], self.nms_thresholds[1])
+        keep = self._nms(boxes, scores, batch, shape, self.nms_thresholds[1])
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # R-Net.
@@ -302,7 +303,7 @@ class MTCNN:
         keep = tf.where(scores > self.thresholds[1])[:, 0]
         boxes = _regress(tf.gather(boxes, keep), tf.gather(offsets, keep))
         scores, batch = tf.gather(scores, keep), tf.gather(batch, keep)
-        keep = self._nms(boxes, scores, batch, span, shape[0], self.nms_thresholds[2])
+        keep = self._nms(boxes, scores, batch, shape, self.nms_thresholds[2])
         boxes, batch = _square(tf.gather(boxes, keep)), tf.gather(batch, keep)
 
         # O-Net.
@@ -316,7 +317,7 @@ class MTCNN:
         landmarks = tf.stack([w * marks[:, :5] + boxes[:, 0:1] - 1.0,
                               h * marks[:, 5:] + boxes[:, 1:2] - 1.0], axis=2)
         boxes = _regress(boxes, offsets)
-        keep = self._nms(boxes, scores, batch, span, shape[0], self.nms_thresholds[3], smaller=True)
+        keep = self._nms(boxes, scores, batch, shape, self.nms_thresholds[3], smaller=True)
         keep = tf.gather(keep, tf.where(inside(tf.gather(boxes, keep), tf.gather(batch, keep)))[:, 0])
         boxes = tf.concat([tf.gather(boxes, keep), tf.gather(scores, keep)[:, None]], axis=1)
         return boxes, tf.gather(landmarks, keep), tf.gather(batch, keep)

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 PIXEL_MEAN = 127.5  # the nets see (pixel - PIXEL_MEAN) * PIXEL_SCALE
 PIXEL_SCALE = 1.0 / 128.0
+LEAKY_SLOPE = 0.5  # stands in for P-Net's last PReLU (a power of two: l / LEAKY_SLOPE is exact)
 
 
 def _weights(layer: keras.layers.Layer) -> list[np.ndarray]:
@@ -110,8 +111,9 @@ def trunk(model: keras.Model, pixels: tf.Tensor, last_prelu: bool = True) -> tup
 
 
 def _leaky_to_prelu(layer: keras.layers.PReLU) -> np.ndarray:
-    """``c`` with ``prelu(y) = l + c * min(l, 0)`` for ``l = leaky_relu(y, 1/2)``, any slopes."""
-    return 2.0 * _weights(layer)[0].reshape(-1) - 1.0
+    """``c`` with ``prelu(y) = l + c * min(l, 0)`` for ``l = leaky_relu(y, LEAKY_SLOPE)``, any
+    slopes ``a``: below 0, ``prelu(y) = a * y = (a / LEAKY_SLOPE) * l``."""
+    return _weights(layer)[0].reshape(-1) / LEAKY_SLOPE - 1.0
 
 
 def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -121,10 +123,10 @@ def pnet_forward(pnet: keras.Model, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Te
 
     Only 1x1 heads follow P-Net's last PReLU, so it is never computed as such: TensorFlow fuses
     ``l = leaky_relu(y, 1/2)`` into the convolution, and for slopes ``a`` (exactly, as 1/2 is a
-    power of two) ``prelu(y) = l + (2a - 1) * min(l, 0)``, so the logit is
-    ``w . l + (w * (2a - 1)) . min(l, 0) + b``: one pass over the activations instead of two."""
+    power of two) ``prelu(y) = l + c * min(l, 0)`` with ``c = 2a - 1``, so the logit is
+    ``w . l + (w * c) . min(l, 0) + b``: one pass over the activations instead of two."""
     y, (activation, _, probability) = trunk(pnet, pixels, last_prelu=False)
-    leaky = tf.nn.leaky_relu(y, 0.5)
+    leaky = tf.nn.leaky_relu(y, LEAKY_SLOPE)
     kernel, bias = _weights(probability)
     w = (kernel[0, 0, :, 1] - kernel[0, 0, :, 0])[:, None]  # the logit log p(face) - log p(non-face)
     flat = tf.reshape(leaky, [-1, w.shape[0]])

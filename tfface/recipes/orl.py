@@ -53,18 +53,19 @@ def main(argv) -> None:
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required")
     check_dir(FLAGS.orl_dir, "--orl_dir")
+    orl_dir = os.path.abspath(FLAGS.orl_dir)
     check_file(FLAGS.train_flagfile, "--train_flagfile")
-    names = _identities(FLAGS.orl_dir)
+    names = _identities(orl_dir)
     if not 2 <= FLAGS.num_train_identities <= len(names) - 2:
         raise UserError(f"--num_train_identities: expected 2..{len(names) - 2} for the {len(names)} identities "
                         f"of '{FLAGS.orl_dir}', got {FLAGS.num_train_identities}")
-    out = FLAGS.output_dir
+    out = os.path.abspath(FLAGS.output_dir)
     seen, unseen = names[:FLAGS.num_train_identities], names[FLAGS.num_train_identities:]
     stages = own_photos.Stages()
     photos = {split: os.path.join(out, "photos", split) for split in ("train", "unseen")}
     aligned = {split: os.path.join(out, "aligned", split) for split in ("train", "unseen")}
-    stages.run("prepare", lambda: [own_photos.lfw_layout(FLAGS.orl_dir, photos["train"], seen),
-                                   own_photos.lfw_layout(FLAGS.orl_dir, photos["unseen"], unseen)])
+    stages.run("prepare", lambda: [own_photos.lfw_layout(orl_dir, photos["train"], seen),
+                                   own_photos.lfw_layout(orl_dir, photos["unseen"], unseen)])
 
     def align():
         for split, output_format in (("train", "tfrecord"), ("unseen", "folders")):
@@ -79,7 +80,7 @@ def main(argv) -> None:
     command = own_photos.train_command(FLAGS.train_flagfile, aligned["train"], out, "model",
                                        [f"--{flag.lstrip('-')}" for flag in FLAGS.train_overrides])
     print(" ".join(command), flush=True)
-    stages.run("train", subprocess.run, command, check=True)
+    stages.run("train", subprocess.run, command, check=True, cwd=os.path.dirname(CONFIGS))  # flagfile paths
     embedder = load_embedder(os.path.join(out, "model"))
     verified = stages.run("verify", own_photos.verification, embedder, aligned["unseen"], photos["unseen"],
                           photos["train"], os.path.join(out, "pairs.txt"), FLAGS.use_flipped_images, FLAGS.seed)

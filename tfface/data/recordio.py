@@ -46,7 +46,10 @@ class RecordIOError(UserError):
 
     def __init__(self, path: str, offset: int, what: str):
         super().__init__(f"{path}: byte {offset}: {what}")
-        self.path, self.offset = path, offset
+        self.path, self.offset, self.what = path, offset, what
+
+    def __reduce__(self):  # crosses process boundaries intact
+        return RecordIOError, (self.path, self.offset, self.what)
 
 
 class IRHeader(NamedTuple):

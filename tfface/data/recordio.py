@@ -298,7 +298,8 @@ def read_property(rec_dir: str) -> tuple[int, int, int] | None:
     return num_classes, height, width
 
 
-def _class_of(header: IRHeader) -> int:
+def image_label(header: IRHeader) -> int:
+    """The class of an image record: its label, or its label's first value."""
     return int(header.label[0] if isinstance(header.label, tuple) else header.label)
 
 
@@ -346,7 +347,7 @@ class InsightFaceRecord:
     def image(self, key: int) -> ImageRecord:
         """The image record ``key``: label and encoded bytes."""
         header, payload = self._unpack(key)
-        return ImageRecord(key, self.reader.index[key], _class_of(header), payload)
+        return ImageRecord(key, self.reader.index[key], image_label(header), payload)
 
     def images(self, keys: Sequence[int] | None = None, skip_bad: bool = False,
                errors: list | None = None) -> Iterator[ImageRecord]:

@@ -28,21 +28,19 @@ ALIGNMENT = "arcface"  # InsightFace's datasets are 5-point aligned to its 112x1
 
 
 def _encoded_image(payload: bytes) -> tuple[bytes, str, int, int]:
-    """(JPEG/PNG bytes, format, height, width) of a record's image; ValueError when unreadable."""
-    import cv2
+    """(JPEG/PNG bytes, format, height, width) of a record's image, checked by decoding it as
+    training will (:mod:`tfface.images`); ValueError when unreadable."""
+    from tfface import images
 
-    from tfface_align.image_io import image_format, read_image
-
-    fmt = image_format(payload)
-    if fmt is None:
-        raise ValueError("not an image")
+    data = images.canonical_bytes(payload)  # other formats become PNG
+    fmt = images.sniff(data)
+    if fmt not in ("jpeg", "png"):
+        raise ValueError(f"{fmt} image (the TFRecord schema stores JPEG or PNG)")
     try:
-        image = read_image(payload)
+        height, width = images.load(data).shape[:2]
     except UserError:
         raise ValueError(f"unreadable {fmt} image") from None
-    if fmt not in ("jpeg", "png"):  # the schema stores JPEG or PNG: re-encode losslessly
-        payload, fmt = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes(), "png"
-    return payload, fmt, image.shape[0], image.shape[1]
+    return data, fmt, height, width
 
 
 _counter = None
@@ -102,7 +100,7 @@ def convert_shard(rec_dir: str, output_dir: str, shard: int, num_shards: int, sk
 def check_bin(path: str) -> int:
     """Number of pairs of an InsightFace ``.bin`` verification set, read without running pickled
     code (only plain containers, bytes and bools); a clear error when it is something else."""
-    from tfface_align.image_io import image_format
+    from tfface.images import sniff
 
     class _Plain(pickle.Unpickler):
         def find_class(self, module, name):
@@ -118,7 +116,7 @@ def check_bin(path: str) -> int:
     if len(images) != 2 * len(issame):
         raise UserError(f"{path}: {len(images)} images for {len(issame)} pairs (expected twice as many)")
     for i, data in enumerate(images):
-        if not isinstance(data, (bytes, bytearray)) or image_format(bytes(data)) is None:
+        if not isinstance(data, (bytes, bytearray)) or sniff(bytes(data)) is None:
             raise UserError(f"{path}: image {i} is not encoded image bytes")
     return len(issame)
 

@@ -120,7 +120,17 @@ def read_index(idx_path: str) -> dict[int, int]:
     return index
 
 
-class RecordReader:
+class _Closing:
+    """``with obj:`` closes ``obj`` at the end."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RecordReader(_Closing):
     """Reads a ``.rec`` file: by key through its ``.idx`` (``read``), at a byte offset
     (``read_at``), or streaming from the start without an index (``scan``).
 
@@ -216,12 +226,6 @@ class RecordReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "RecordReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 class RecordWriter:
     """Writes a ``.rec`` (and optionally its ``.idx``) atomically: under temporary names, renamed
@@ -247,29 +251,25 @@ class RecordWriter:
             self._idx.write(f"{key}\t{offset}\n")
         return offset
 
-    def close(self) -> None:
+    def _finish(self, keep: bool) -> None:
         for f in (self._rec, self._idx):
             if f is not None:
                 f.close()
         for tmp, path in zip(self._tmp, self._paths):
-            os.replace(tmp, path)
-
-    def abort(self) -> None:
-        for f in (self._rec, self._idx):
-            if f is not None:
-                f.close()
-        for tmp in self._tmp:
-            if os.path.exists(tmp):
+            if keep:
+                os.replace(tmp, path)
+            elif os.path.exists(tmp):
                 os.remove(tmp)
+
+    def close(self) -> None:
+        """Renames the finished files into place."""
+        self._finish(keep=True)
 
     def __enter__(self) -> "RecordWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self._finish(keep=exc_type is None)  # on error nothing is left behind
 
 
 # ---- InsightFace datasets -------------------------------------------------------------------
@@ -303,7 +303,7 @@ def image_label(header: IRHeader) -> int:
     return int(header.label[0] if isinstance(header.label, tuple) else header.label)
 
 
-class InsightFaceRecord:
+class InsightFaceRecord(_Closing):
     """An InsightFace dataset directory (``train.rec`` + ``train.idx`` [+ ``property``]).
 
     ``image_keys``: keys of the image records (from header record 0, or every key when the file
@@ -364,12 +364,6 @@ class InsightFaceRecord:
 
     def close(self) -> None:
         self.reader.close()
-
-    def __enter__(self) -> "InsightFaceRecord":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def write_insightface(rec_dir: str, images: Sequence[tuple[int, bytes]], image_size: tuple[int, int],

@@ -9,7 +9,6 @@ by Python file reads (which release the GIL) and decoded by the pipeline's TF op
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -52,16 +51,14 @@ def data_source(data_dir: str) -> tuple[dict, list[str] | str]:
 
 
 class _BatchReader:
-    """Reads batches of image records by offset; one open file per thread."""
+    """Reads batches of image records by offset (one memory-mapped reader for all threads)."""
 
     def __init__(self, rec_path: str, skip_bad: bool):
         self.rec_path, self.skip_bad = rec_path, skip_bad
-        self.local = threading.local()
+        self.reader = RecordReader(rec_path)
 
     def __call__(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        reader = getattr(self.local, "reader", None)
-        if reader is None:
-            reader = self.local.reader = RecordReader(self.rec_path)
+        reader = self.reader
         encoded, labels = [], []
         for offset in offsets.tolist():
             try:

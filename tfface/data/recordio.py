@@ -26,6 +26,7 @@ Errors name the file and the byte offset (:class:`RecordIOError`).
 from __future__ import annotations
 
 import collections
+import mmap
 import os
 import struct
 import uuid
@@ -134,7 +135,7 @@ class RecordReader(_Closing):
     """Reads a ``.rec`` file: by key through its ``.idx`` (``read``), at a byte offset
     (``read_at``), or streaming from the start without an index (``scan``).
 
-    Use as a context manager (or call ``close``). Thread-unsafe: one reader per thread.
+    Use as a context manager (or call ``close``).
     """
 
     def __init__(self, rec_path: str, idx_path: str | None = None):
@@ -144,6 +145,8 @@ class RecordReader(_Closing):
         self.size = os.path.getsize(rec_path)
         self.index = read_index(idx_path) if idx_path else None
         self._file = open(rec_path, "rb")
+        # Memory-mapped: a record is a slice, no system call per read; safe to share across threads.
+        self._data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
 
     @property
     def keys(self) -> list[int]:
@@ -161,8 +164,7 @@ class RecordReader(_Closing):
         return self.read_at(self.index[key])[0]
 
     def _part(self, offset: int) -> tuple[int, bytes]:
-        self._file.seek(offset)
-        head = self._file.read(8)
+        head = self._data[offset:offset + 8]
         if len(head) < 8:
             what = "is past the end of the file" if offset >= self.size else "truncated record header"
             raise RecordIOError(self.path, offset, f"{what} (file size {self.size})")
@@ -170,7 +172,7 @@ class RecordReader(_Closing):
         if magic != MAGIC:
             raise RecordIOError(self.path, offset, f"wrong magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
         length = lrec & MAX_LENGTH
-        data = self._file.read(length)
+        data = self._data[offset + 8:offset + 8 + length]
         if len(data) < length:
             raise RecordIOError(self.path, offset, f"truncated record: {length} bytes announced, "
                                                    f"{len(data)} left in the file")
@@ -212,18 +214,15 @@ class RecordReader(_Closing):
             offset = following
 
     def _next_magic(self, offset: int) -> int:
-        self._file.seek(offset)
-        while True:
-            chunk = self._file.read(1 << 20)
-            if len(chunk) < 4:
-                return self.size
-            for i in range(0, len(chunk) - 3, 4):
-                if chunk[i:i + 4] == _MAGIC_BYTES:
-                    return offset + i
-            offset += len(chunk) - len(chunk) % 4
-            self._file.seek(offset)
+        """Offset of the next magic word at a multiple of 4 from ``offset``, or the file size."""
+        found = self._data.find(_MAGIC_BYTES, offset)
+        while found % 4 and found != -1:
+            found = self._data.find(_MAGIC_BYTES, found + 1)
+        return self.size if found == -1 else found
 
     def close(self) -> None:
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
         self._file.close()
 
 

@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import WriteToTFRecord
 from apache_beam.transforms import combiners
 
+from tfface.data.tfrecord import SCHEMA_VERSION
 from tfface_align.aligner import align_photos, face_example, output_size
 
 FAILURES = "failures"
@@ -105,7 +106,7 @@ def _write_info(_, output_dir: str, classes: list, counts: list, shards: list, f
                 settings: dict) -> None:
     per_class = dict(counts)
     info = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "num_classes": len(classes),
         "class_names": list(classes),
         "image_size": list(output_size(settings["alignment"], settings["image_size"])),

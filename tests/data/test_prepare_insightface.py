@@ -69,6 +69,8 @@ def test_convert_skip_bad_and_resume(rec_dir, tmp_path):
     info2 = prepare_insightface(rec_dir, out, num_shards=2, workers=1, skip_bad=True, progress=False)
     assert os.path.getmtime(shards[0]) == mtime and os.path.isfile(shards[1])
     assert info2["num_examples"] == 9 and info2["shards"] == info["shards"]
+    info3 = prepare_insightface(rec_dir, out, num_shards=3, workers=1, skip_bad=True, progress=False)
+    assert [os.path.basename(s) for s in list_shards(out)] == sorted(info3["shards"]) and len(info3["shards"]) == 3
 
 
 def test_bin_set_checks(tmp_path):

@@ -193,6 +193,9 @@ def prepare_insightface(rec_dir: str, output_dir: str, num_shards: int = 16, wor
     if progress:
         sys.stderr.write("\n")
 
+    current = {os.path.join(output_dir, stats["shard"]) for stats in done.values()}
+    for path in set(glob.glob(os.path.join(output_dir, "data-*-of-*.tfrecord"))) - current:
+        os.remove(path)  # shards of an earlier run with another --num_shards
     class_counts = [0] * (num_classes or 0)
     for stats in done.values():
         for label, count in stats["class_counts"].items():

@@ -11,7 +11,7 @@ from tfface.errors import UserError
 
 
 def test_alignment_settings_from_dataset_info():
-    info = {"alignment": "facenet_crop", "image_size": [36, 36], "alignment_margin": 16}
+    info = {"alignment": "facenet_crop", "image_size": [36, 36], "margin": 16}
     assert alignment_settings(info) == {"align": "facenet_crop", "image_size": [36, 36], "margin": 16.0}
     assert alignment_settings({"alignment": "arcface", "image_size": [112, 112]}) == {
         "align": "arcface", "image_size": [112, 112], "margin": 0.0}

@@ -235,7 +235,7 @@ def alignment_settings(info: dict) -> dict | None:
     "image_size": [h, w], "margin": m}`` (``dataset_info.json``'s ``alignment``, ``image_size``
     and ``alignment_margin``), or None when the faces were not aligned by ``tfface_align`` or the
     record is incomplete (a facenet crop without its margin)."""
-    kind, size, margin = info.get("alignment"), info.get("image_size"), info.get("alignment_margin")
+    kind, size, margin = info.get("alignment"), info.get("image_size"), info.get("margin")
     if not isinstance(kind, str) or kind == "none" or not size or (kind == "facenet_crop" and margin is None):
         return None
     return {"align": kind, "image_size": [int(v) for v in size], "margin": float(margin or 0)}

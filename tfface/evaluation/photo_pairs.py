@@ -48,6 +48,23 @@ def read_csv_pairs(path: str) -> tuple[list[str], np.ndarray]:
     return paths, np.array(issame, bool)
 
 
+def unique_rows(paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct ``paths`` (sorted) and, for each of ``paths``, its row among them: pairs
+    name a photo many times, it is read and embedded once."""
+    unique = sorted(set(paths))
+    position = {path: i for i, path in enumerate(unique)}
+    return unique, np.array([position[p] for p in paths], np.int64)
+
+
+def embed_faces(embedder, faces: np.ndarray, use_flipped_images: bool = False) -> np.ndarray:
+    """``embedder.embed_faces(faces)``; with ``use_flipped_images`` concatenated with the
+    embeddings of the mirror images, as facenet's ``validate_on_lfw`` does."""
+    embeddings = embedder.embed_faces(faces)
+    if use_flipped_images:
+        embeddings = np.concatenate([embeddings, embedder.embed_faces(faces[:, :, ::-1])], axis=1)
+    return embeddings
+
+
 def evaluate_photo_pairs(
     embedder, paths: Sequence[str], issame: np.ndarray, use_flipped_images: bool = False, nrof_folds: int = 10,
     distance_metric: int = 0, subtract_mean: bool = False, far_target: float = 1e-3,
@@ -55,15 +72,12 @@ def evaluate_photo_pairs(
     """facenet's protocol on raw photos aligned by ``embedder`` (a :class:`tfface.inference.Embedder`);
     every distinct photo is aligned and embedded once (with its mirror image when
     ``use_flipped_images``, the two embeddings concatenated as facenet does)."""
-    unique = sorted(set(paths))
+    unique, rows = unique_rows(paths)
     faces, found = embedder.align_files(unique)
-    embeddings = embedder.embed_faces(faces)
-    if use_flipped_images:
-        embeddings = np.concatenate([embeddings, embedder.embed_faces(faces[:, :, ::-1])], axis=1)
-    rows = np.full(len(unique), -1)
-    rows[found] = np.arange(int(found.sum()))
-    position = {path: i for i, path in enumerate(unique)}
-    index = rows[[position[p] for p in paths]].reshape(-1, 2)
+    embeddings = embed_faces(embedder, faces, use_flipped_images)
+    face_row = np.full(len(unique), -1)
+    face_row[found] = np.arange(int(found.sum()))
+    index = face_row[rows].reshape(-1, 2)
     keep = (index >= 0).all(axis=1)
     if keep.sum() < nrof_folds or len(np.unique(issame[keep])) < 2:
         raise UserError(f"pairs: only {int(keep.sum())} of {len(keep)} pairs have a face in both photos; "

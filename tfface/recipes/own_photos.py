@@ -31,6 +31,7 @@ from tfface.data.folders import IMAGE_EXTENSIONS, ImageClass
 from tfface.errors import UserError
 from tfface.evaluation import baselines
 from tfface.evaluation.pairs import get_paths, make_pairs, read_pairs, write_pairs
+from tfface.evaluation.photo_pairs import embed_faces, unique_rows
 from tfface.evaluation.verification import evaluate
 from tfface.inference import Embedder
 
@@ -132,23 +133,22 @@ def verification(
     (its aligned faces, facenet's flip option), raw pixels of the original photos
     (``photos_dir``, the same names) and of the aligned faces, and eigenfaces (PCA-50, whitened)
     fitted on the original photos of the training identities (``train_photos_dir``)."""
-    from tfface.evaluation.embeddings import embed_paths
-
     write_pairs(pairs_file, make_pairs(aligned_numbers(aligned_dir), seed=seed))
     pairs = read_pairs(pairs_file)
     aligned_paths, issame = get_paths(aligned_dir, pairs)
     photo_paths, _ = get_paths(photos_dir, pairs)
-    embeddings = embed_paths(embedder.embed, aligned_paths, embedder.image_size, use_flipped_images=use_flipped_images)
-    result = evaluate(embeddings, issame)
-    photos = _faces(photo_paths, images.load(photo_paths[0]).shape[:2])  # all at the first photo's size
+    unique, rows = unique_rows(aligned_paths)
+    aligned = _faces(unique)
+    result = evaluate(embed_faces(embedder, aligned, use_flipped_images)[rows], issame)
+    unique_photos, photo_rows = unique_rows(photo_paths)
+    photos = _faces(unique_photos, images.load(photo_paths[0]).shape[:2])[photo_rows]  # all at one size
     train_paths = [os.path.join(root, f) for root, _, files in os.walk(train_photos_dir) for f in sorted(files)
                    if f.lower().endswith(IMAGE_EXTENSIONS)]
-    train_photos = _faces(train_paths, photos.shape[1:3])
-    eigen = baselines.Eigenfaces(50, seed).fit(train_photos)
+    eigen = baselines.Eigenfaces(50, seed).fit(_faces(train_paths, photos.shape[1:3]))
     return Verification(
         model=float(result.accuracy.mean()), model_std=float(result.accuracy.std()),
         raw_pixels=float(evaluate(baselines.raw_pixels(photos), issame).accuracy.mean()),
-        raw_pixels_aligned=float(evaluate(baselines.raw_pixels(_faces(aligned_paths)), issame).accuracy.mean()),
+        raw_pixels_aligned=float(evaluate(baselines.raw_pixels(aligned[rows]), issame).accuracy.mean()),
         eigenfaces=float(evaluate(eigen.embed(photos), issame).accuracy.mean()),
         num_pairs=len(issame), summary_lines=result.summary_lines(),
     )

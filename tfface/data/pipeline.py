@@ -1,7 +1,7 @@
 """tf.data input pipeline over TFRecord shards of the tfface schema.
 
-Reads shards interleaved, decodes in parallel (JPEG/PNG, grey -> RGB), resizes to the model's
-image size, augments (random crop, flip, rotation) and batches. Images leave the pipeline as
+Reads shards interleaved, decodes and resizes in parallel through the image contract
+(:mod:`tfface.images`, the same ops evaluation and serving use), augments (random crop, flip, rotation) and batches. Images leave the pipeline as
 float32 pixels in [0, 255]: standardization is the model's first layer (the preprocessing
 contract), so it is applied identically in training, evaluation and serving.
 
@@ -16,6 +16,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from tfface import images
 from tfface.data import tfrecord
 
 
@@ -27,13 +28,6 @@ class Augment:
     random_flip: bool = False
     random_rotate: bool = False
     max_rotation_degrees: float = 10.0
-
-
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """JPEG/PNG bytes -> uint8 (H, W, 3); grey images are replicated to RGB."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def rotate(image: tf.Tensor, radians: tf.Tensor) -> tf.Tensor:
@@ -67,16 +61,17 @@ def preprocess(
     resized up first), as facenet crops 160 px out of 182 px aligned faces.
     ``seed``: a (2,) int tensor, required when ``augment`` is given.
     """
-    image = tf.cast(decode_image(encoded), tf.float32)
+    image = images.decode(encoded)
     height, width = image_size
     augment = augment or Augment()
     if augment.random_crop:
         shape = tf.shape(image)
         too_small = tf.logical_or(shape[0] < height, shape[1] < width)
-        image = tf.cond(too_small, lambda: tf.image.resize(image, image_size), lambda: image)
+        image = tf.cond(too_small, lambda: images.resize(image, image_size), lambda: image)
         image = tf.image.stateless_random_crop(image, [height, width, 3], seed=_fold(seed, 1))
     else:
-        image = tf.image.resize(image, image_size)
+        image = images.resize(image, image_size)
+    image = tf.cast(image, tf.float32)
     if augment.random_flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=_fold(seed, 2))
     if augment.random_rotate:

@@ -20,7 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfface.errors import UserError
 from tfface.heads.base import NormalizedHead, head_dtype
+from tfface.heads.registry import get_head_class
 
 
 def shard_ranges(num_classes: int, num_shards: int) -> list[tuple[int, int]]:
@@ -251,3 +253,15 @@ class PartialFC(keras.layers.Layer):
             "sample_rate": self.sample_rate,
             "seed": self.seed,
         }
+
+
+def check_partial_fc(head: str, sample_rate: float, strategy: str, mixed_precision: bool) -> None:
+    """Raises :class:`~tfface.errors.UserError` naming the flag when ``--partial_fc`` cannot run."""
+    if not issubclass(get_head_class(head), NormalizedHead):
+        raise UserError(f"--head: --partial_fc needs normface, cosface, arcface or combined, got {head!r}")
+    if not 0.0 < sample_rate <= 1.0:
+        raise UserError(f"--sample_rate: expected a value in (0, 1], got {sample_rate}")
+    if strategy not in ("default", "mirrored"):
+        raise UserError(f"--strategy: --partial_fc runs on one host (default or mirrored), got {strategy!r}")
+    if mixed_precision:
+        raise UserError("--mixed_precision: not supported with --partial_fc")

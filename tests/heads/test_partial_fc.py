@@ -94,6 +94,13 @@ def test_one_replica_is_the_plain_head(name):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_config_round_trip_keeps_the_wrapped_head():
+    layer = heads.PartialFC(heads.ArcFace(7, scale=32.0, margin=0.4), sample_rate=0.25, seed=3)
+    copy = heads.PartialFC.from_config(layer.get_config())
+    assert isinstance(copy.head, heads.ArcFace) and copy.head.get_config() == layer.head.get_config()
+    assert (copy.sample_rate, copy.seed, copy.num_classes) == (0.25, 3, 7)
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="normalised margin head"):
         heads.PartialFC(heads.Softmax(10))
@@ -129,19 +136,16 @@ def _check_equality(data: dict, name: str, replicas: int) -> None:
     np.testing.assert_array_equal(data[f"{key}_predictions"], data[f"{key}_ref_predictions"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MARGINS))
 def test_two_replicas_equal_the_plain_head(on2, name):
     _check_equality(on2, name, 2)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MARGINS))
 def test_four_replicas_equal_the_plain_head(on4, name):
     _check_equality(on4, name, 4)
 
 
-@pytest.mark.slow
 def test_sampling_keeps_every_positive_and_draws_new_negatives(on4):
     ranges = on4["sample_ranges"]
     for r, (start, size) in enumerate(ranges):
@@ -156,7 +160,6 @@ def test_sampling_keeps_every_positive_and_draws_new_negatives(on4):
         assert samples[0] != samples[1] != samples[2]  # negatives are redrawn every step
 
 
-@pytest.mark.slow
 def test_sampled_loss_is_the_softmax_over_the_sampled_centres(on4):
     """rho = 0.1: the distributed cross-entropy equals NumPy's over the union of the sampled columns."""
     ranges, centres = on4["sample_ranges"], on4["sample_centres"].astype(np.float64)
@@ -170,7 +173,6 @@ def test_sampled_loss_is_the_softmax_over_the_sampled_centres(on4):
         assert error < 2e-5
 
 
-@pytest.mark.slow
 def test_learns_at_sample_rate_0_1(on2):
     """200 classes, 10 of each replica's 100 centres per step: held-out accuracy far above 1/200."""
     assert int(on2["learn_sampled"][0]) == 10
@@ -180,7 +182,6 @@ def test_learns_at_sample_rate_0_1(on2):
     assert last < 0.5 * first
 
 
-@pytest.mark.slow
 def test_checkpoint_restores_each_shard_and_resume_is_exact(on2):
     keys = set(on2["resume_keys"])
     for r in range(2):

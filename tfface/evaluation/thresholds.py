@@ -63,6 +63,15 @@ def save_threshold(threshold: Threshold, model_dir: str) -> str:
     return path
 
 
+def save_calibrated(
+    result: VerificationResult, distance_metric: int, calibrated_on: str, model_dir: str, fingerprint: str | None
+) -> str:
+    """:func:`calibrate` + :func:`save_threshold`; returns the line saying what was saved where."""
+    threshold = calibrate(result, distance_metric, calibrated_on, fingerprint or "")
+    path = save_threshold(threshold, model_dir)
+    return f"Threshold {threshold.value:.5f} (FAR {threshold.far:.5f}, TAR {threshold.tar:.5f}) saved to {path}"
+
+
 def load_threshold(model_dir: str, fingerprint: str | None = None) -> Threshold | None:
     """``model_dir/threshold.json``, or None when there is none.
 

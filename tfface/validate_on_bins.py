@@ -26,7 +26,7 @@ from tfface.errors import UserError, check_dir, check_positive
 from tfface.evaluation.benchmarks import evaluate_bins, table
 from tfface.evaluation.bins import TARGETS
 from tfface.evaluation.outputs import write_outputs
-from tfface.evaluation.thresholds import calibrate, save_threshold
+from tfface.evaluation.thresholds import save_calibrated
 from tfface.inference import load_embedder
 
 FLAGS = flags.FLAGS
@@ -74,9 +74,8 @@ def main(argv) -> None:
     for line in write_outputs(FLAGS.output_json, FLAGS.roc_plot, embedder.path, embedder.fingerprint, settings, reported):
         print(line)
     if FLAGS.save_threshold:
-        threshold = calibrate(results[threshold_set].plain, metric, f"{threshold_set}.bin", embedder.fingerprint)
-        path = save_threshold(threshold, embedder.path)
-        print(f"Threshold {threshold.value:.5f} (FAR {threshold.far:.5f}, TAR {threshold.tar:.5f}) saved to {path}")
+        print(save_calibrated(results[threshold_set].plain, metric, f"{threshold_set}.bin", embedder.path,
+                              embedder.fingerprint))
 
 
 def run() -> None:

@@ -62,7 +62,7 @@ def evaluate_bins(
 ) -> dict[str, BenchmarkResult]:
     """:func:`evaluate_bin` over ``<bins_dir>/<target>.bin`` for every target."""
     return {
-        target: evaluate_bin(embed, load_bin(path, image_size), batch_size, flip, nrof_folds, distance_metric,
+        target: evaluate_bin(embed, load_bin(path, image_size, progress), batch_size, flip, nrof_folds, distance_metric,
                              far_target, progress)
         for target, path in zip(targets, find_bins(bins_dir, targets))
     }

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 from absl import logging
+from tqdm import tqdm
 
 from tfface import images
 from tfface.errors import UserError, check_file
@@ -117,14 +118,16 @@ class BinSet:
     skipped_pairs: int  # pairs dropped because one of their images could not be decoded
 
 
-def load_bin(path: str, image_size: Sequence[int] | None = None) -> BinSet:
-    """Reads and decodes a ``.bin`` through the image contract, resized to ``image_size``.
+def load_bin(path: str, image_size: Sequence[int] | None = None, progress: bool = False) -> BinSet:
+    """Reads and decodes a ``.bin`` through the image contract, resized to ``image_size``
+    (a progress bar on stderr with ``progress``).
 
     A pair whose image cannot be decoded is dropped and counted, never half-used.
     """
     encoded, issame = read_bin_encoded(path)
     pixels, keep = [], []
-    for i in range(len(issame)):
+    name = os.path.splitext(os.path.basename(path))[0]
+    for i in tqdm(range(len(issame)), desc=f"decoding {name}", unit="pair", disable=not progress, leave=False):
         try:
             pair = [images.load(encoded[2 * i + k], image_size) for k in (0, 1)]
         except UserError as err:
@@ -137,7 +140,6 @@ def load_bin(path: str, image_size: Sequence[int] | None = None) -> BinSet:
     shapes = {p.shape for p in pixels}
     if len(shapes) > 1:
         raise UserError(f"bin: the images of '{path}' have different sizes {sorted(shapes)}; give an image_size")
-    name = os.path.splitext(os.path.basename(path))[0]
     return BinSet(name, np.stack(pixels), issame[keep], len(issame) - len(keep))
 
 

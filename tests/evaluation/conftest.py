@@ -17,12 +17,14 @@ CROP = (64, 64)
 
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory) -> str:
-    """A tiny MobileFaceNet (32x32 -> 16-D, BatchNorm statistics from real activations) exported."""
+    """A tiny MobileFaceNet (32x32 -> 16-D, BatchNorm statistics from real activations) exported
+    as if trained on ArcFace-aligned faces."""
     embedder = tfface.models.build_embedder("mobilefacenet", (32, 32), 16, "minus_one_to_one")
     warmup = np.random.default_rng(9).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     for _ in range(20):
         embedder(warmup, training=True)
-    return export_saved_model(embedder, str(tmp_path_factory.mktemp("export")), "faces")
+    alignment = {"align": "arcface", "image_size": [112, 112], "margin": 0.0}  # how compare aligns photos
+    return export_saved_model(embedder, str(tmp_path_factory.mktemp("export")), "faces", alignment=alignment)
 
 
 @pytest.fixture(scope="session")

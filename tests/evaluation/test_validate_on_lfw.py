@@ -4,10 +4,11 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 
 from tfface.errors import UserError
-from tfface.evaluation import evaluate_pairs, read_pairs
+from tfface.evaluation import evaluate, evaluate_pairs, read_pairs
 from tfface.evaluation.thresholds import load_threshold
 from tfface.inference import load_embedder
 
@@ -66,3 +67,8 @@ def test_pairs_file_shorter_than_its_header(tmp_path):
     path.write_text("2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nBob\t1\t2\n")
     with pytest.raises(UserError, match="announces 2 folds of 1 same \\+ 1 different pairs \\(4 lines\\).* has 3"):
         read_pairs(str(path))
+
+
+def test_fewer_pairs_than_folds():
+    with pytest.raises(UserError, match="nrof_folds=10 needs at least as many pairs, got 5"):
+        evaluate(np.ones((10, 3)), np.zeros(5, bool))

@@ -13,7 +13,6 @@ optical flow (each box moves with the median motion of the corners inside it).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 
 import tfface_align
+from tfface.data.tfrecord import write_json_atomic
 from tfface.errors import UserError, check_positive
 from tfface.facebank import FaceBank
 from tfface.inference import Embedder
@@ -212,14 +212,6 @@ class VideoOutput:
             os.remove(self.tmp)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    """Writes ``data`` as JSON to ``path`` through a temporary file."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 class Progress:
     """``frames done[/total], frames/s, faces`` on stderr, at most twice a second."""
 
@@ -320,7 +312,7 @@ def process_video(capture: cv2.VideoCapture, recognizer: Recognizer, save: str |
         interrupted = True
     finally:
         if output is not None:
-            output.close(keep=sys.exc_info()[0] is None or interrupted)
+            output.close(keep=sys.exc_info()[0] is None)  # an error drops the partial video
     bar.update(0, final=True)
     summary = {"frames": len(log), "frames_per_second": round(bar.rate, 2), "every_n_frames": every_n_frames,
                "threshold": recognizer.threshold, "distance_metric": recognizer.distance_metric,

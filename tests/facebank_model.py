@@ -14,6 +14,8 @@ import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import keras
@@ -116,3 +118,21 @@ def orl_model(orl_dir: str) -> str:
         json.dump({"distance_metric": 0, "value": threshold, "far": 0.0, "tar": 0.0,
                    "calibrated_on": "orl s21-s25", "num_pairs": 0, "fingerprint": fingerprint}, f)
     return version
+
+
+@functools.cache
+def people_bank(orl_dir: str) -> str:
+    """A facebank of s1, s2, s3 (photos 1-5) built once per process with
+    ``python -m tfface.facebank build``; returns its directory (copy it before changing it)."""
+    base = tempfile.mkdtemp(prefix="tfface-orl-bank-")
+    atexit.register(shutil.rmtree, base, True)
+    for person in (1, 2, 3):
+        os.makedirs(os.path.join(base, "people", f"s{person}"))
+        for photo in BANK_PHOTOS:
+            shutil.copy(orl_path(orl_dir, person, photo), os.path.join(base, "people", f"s{person}"))
+    bank = os.path.join(base, "bank")
+    out = subprocess.run([sys.executable, "-m", "tfface.facebank", "build", os.path.join(base, "people"),
+                          "--facebank", bank, "--model", orl_model(orl_dir)], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise AssertionError(f"facebank build failed: {out.stderr}")
+    return bank

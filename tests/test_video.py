@@ -43,18 +43,9 @@ def write_video(path, frames, fps=10.0):
 
 
 @pytest.fixture(scope="module")
-def setup(orl_dir, tmp_path_factory):
-    """The tiny ORL model and a facebank of s1, s2, s3 (photos 1-5)."""
-    base = tmp_path_factory.mktemp("video")
-    model = load_embedder(fm.orl_model(orl_dir))
-    for person in (1, 2, 3):
-        os.makedirs(base / "people" / f"s{person}")
-        for photo in fm.BANK_PHOTOS:
-            shutil.copy(fm.orl_path(orl_dir, person, photo), base / "people" / f"s{person}")
-    detector = tfface_align.MTCNN()
-    bank, _ = FaceBank.build(str(base / "people"), model, detector)
-    bank.save(str(base / "bank"))
-    return model, detector, str(base / "bank"), base
+def setup(orl_dir):
+    """The tiny ORL model, a detector and a facebank of s1, s2, s3 (photos 1-5)."""
+    return load_embedder(fm.orl_model(orl_dir)), tfface_align.MTCNN(), fm.people_bank(orl_dir)
 
 
 def scene(orl_dir):
@@ -86,7 +77,7 @@ def check_log(log, truth, every_n_frames):
 
 
 def test_infer_on_video_cli_writes_names_boxes_and_video(orl_dir, setup, tmp_path):
-    model, _, bank, _ = setup
+    model, _, bank = setup
     frames, truth = scene(orl_dir)
     source = write_video(tmp_path / "in.mp4", frames)
     out = subprocess.run(
@@ -126,7 +117,7 @@ class FakeCamera:
 
 
 def test_camera_mode_with_a_fake_camera(orl_dir, setup, tmp_path):
-    model, detector, bank, _ = setup
+    model, detector, bank = setup
     frames, truth = scene(orl_dir)
     source = write_video(tmp_path / "camera.mp4", frames[:14])
     threshold, metric, _ = model_threshold(model)
@@ -146,7 +137,7 @@ def test_camera_mode_with_a_fake_camera(orl_dir, setup, tmp_path):
 
 
 def test_enrolment_from_camera(orl_dir, setup, tmp_path):
-    model, detector, bank, _ = setup
+    model, detector, bank = setup
     s4 = face(orl_dir, 4, 1)
     frames = [frame(),                                                   # nobody
               frame((s4, (60, 100)), (face(orl_dir, 5, 1), (380, 100))),  # two people

@@ -18,8 +18,9 @@ import tensorflow as tf
 from absl import flags, logging
 
 from tfface import cli
-from tfface.data import folders, pipeline, tfrecord
+from tfface.data import folders, pipeline, rec_source, tfrecord
 from tfface.errors import UserError, check_dir, check_positive
+from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
 from tfface.models import list_backbones
@@ -28,7 +29,8 @@ from tfface.training import OPTIMIZERS, STRATEGIES
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data_dir", None, "TFRecord directory, or identity folders (data_dir/<name>/<images>).")
+flags.DEFINE_string("data_dir", None, "TFRecord directory, InsightFace .rec directory (train.rec, train.idx), "
+                    "or identity folders (data_dir/<name>/<images>).")
 flags.DEFINE_string("models_base_dir", "runs", "Run directories are created under this directory.")
 flags.DEFINE_string("logs_base_dir", "", "TensorBoard logs directory base (default: inside the run directory).")
 flags.DEFINE_string("subdir", "", "Run directory name (default: a timestamp); an existing one is resumed.")
@@ -69,6 +71,8 @@ flags.DEFINE_integer("lfw_nrof_folds", 10, "Folds of the LFW cross-validation.")
 flags.DEFINE_integer("lfw_distance_metric", 0, "0: squared Euclidean, 1: angular.")
 flags.DEFINE_boolean("lfw_use_flipped_images", False, "Concatenate embeddings of mirrored images.")
 flags.DEFINE_boolean("lfw_subtract_mean", False, "Subtract the training folds' mean embedding.")
+flags.DEFINE_string("eval_bins", "", "Directory of InsightFace .bin sets to evaluate on after every epoch.")
+flags.DEFINE_list("eval_targets", ["lfw"], "Sets of --eval_bins to evaluate (<eval_bins>/<name>.bin).")
 
 
 def parse_kwargs(items: list[str], flag: str) -> dict:
@@ -92,7 +96,7 @@ def parse_kwargs(items: list[str], flag: str) -> dict:
 def _training_data(data_dir: str, run_dir: str) -> str:
     """A TFRecord directory for ``data_dir`` (identity folders are converted into the run dir)."""
     check_dir(data_dir, "data_dir")
-    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)):
+    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)) or rec_source.is_rec_dir(data_dir):
         return data_dir
     converted = os.path.join(run_dir, "tfrecords")
     if os.path.isfile(os.path.join(converted, tfrecord.INFO_FILE)):
@@ -122,6 +126,8 @@ def _validate_flags() -> None:
         raise UserError(f"--model_def: expected one of {list_backbones()}, got {FLAGS.model_def!r}")
     if FLAGS.lfw_dir:
         check_dir(FLAGS.lfw_dir, "--lfw_dir")
+    if FLAGS.eval_bins:
+        check_dir(FLAGS.eval_bins, "--eval_bins")
 
 
 def _write_flags(run_dir: str, subdir: str) -> None:
@@ -166,6 +172,8 @@ def main(argv) -> None:
             print(f"Epoch {epoch + 1} LFW evaluation:", *result.summary_lines(), sep="\n", flush=True)
             return {"accuracy": float(result.accuracy.mean()), "val": result.val, "auc": result.auc}
 
+    if FLAGS.eval_bins:
+        evaluate = chain(evaluate, bins_evaluator(FLAGS.eval_bins, FLAGS.eval_targets, image_size, FLAGS.lfw_batch_size))
     head_kwargs = parse_kwargs(FLAGS.head_kwargs, "head_kwargs")
     try:
         get_head(FLAGS.head, 2, **head_kwargs)

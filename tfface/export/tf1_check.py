@@ -6,7 +6,9 @@ in a ``tf.compat.v1.Session`` does the same. :func:`check_in_fresh_process` repl
 warm-up requests that way in a new Python process (nothing of the exporting process, no Keras
 object and no eager variable, can help it), and returns every request's outputs.
 
-    python -m tfface.export.tf1_check EXPORT_VERSION_DIR OUTPUT.npz
+    python -m tfface.export.tf1_check EXPORT_VERSION_DIR OUTPUT.npz REQUESTS
+
+(``REQUESTS``: a file of PredictionLog records, or the version directory for its warm-up file.)
 """
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ def run_requests_tf1(saved_model_dir: str, requests: list[tuple[str, dict[str, n
     return results
 
 
-def check_in_fresh_process(saved_model_dir: str, timeout: float = 600) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Replays the warm-up requests of ``saved_model_dir`` through the TF1 loader in a new process.
+def check_in_fresh_process(saved_model_dir: str, requests: list[tuple[str, dict[str, np.ndarray]]] | None = None,
+                           timeout: float = 600) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Runs ``requests`` (default: the export's warm-up requests) through the TF1 loader in a new process.
 
     Returns (signature name, outputs) per request, in the warm-up file's order.
 
@@ -46,7 +49,11 @@ def check_in_fresh_process(saved_model_dir: str, timeout: float = 600) -> list[t
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "outputs.npz")
-        proc = subprocess.run([sys.executable, "-m", "tfface.export.tf1_check", saved_model_dir, out],
+        source = saved_model_dir
+        if requests is not None:
+            source = os.path.join(tmp, "requests")
+            warmup.write_requests(source, requests)
+        proc = subprocess.run([sys.executable, "-m", "tfface.export.tf1_check", saved_model_dir, out, source],
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
@@ -58,8 +65,8 @@ def check_in_fresh_process(saved_model_dir: str, timeout: float = 600) -> list[t
 
 
 def main(argv: list[str]) -> None:
-    saved_model_dir, output = argv
-    requests = warmup.read_requests(saved_model_dir)
+    saved_model_dir, output, requests_file = argv
+    requests = warmup.read_requests(requests_file)
     results = run_requests_tf1(saved_model_dir, requests)
     arrays = {f"{i}/{key}": value for i, outputs in enumerate(results) for key, value in outputs.items()}
     np.savez(output, signatures=np.array([name for name, _ in requests]), **arrays)

@@ -142,8 +142,9 @@ class PhotoEmbedder:
             chunk = list(paths[start:start + batch_size])
             encoded = []
             for path in chunk:
+                data = images.read_bytes(path)
                 try:
-                    encoded.append(images.canonical_bytes(images.read_bytes(path)))
+                    encoded.append(images.canonical_bytes(data))
                 except ValueError as err:
                     raise UserError(f"image: cannot decode '{path}' ({err})") from None
             out = {k: v.numpy() for k, v in self._run(image_bytes=tf.constant(encoded)).items()}

@@ -73,7 +73,7 @@ class PhotoSignatures(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         def serving_default(image_bytes):
-            check_batch(image_bytes, "image_bytes")
+            image_bytes = check_batch(image_bytes, "image_bytes")
             boxes, scores, landmarks, faces, count = tf.map_fn(one_photo, image_bytes, fn_output_signature=signature)
             photos = tf.shape(image_bytes)[0]
             valid = tf.reshape(tf.range(max_faces)[None, :] < count[:, None], [-1])

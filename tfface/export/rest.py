@@ -40,15 +40,16 @@ def _tensor(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
     """``value`` as an array of ``spec``'s dtype and shape; :class:`UserError` naming ``name`` if not."""
     expected = f"{spec.dtype.name} {spec.shape.as_list()}".replace("None", "B")
     value = _decode_strings(value)
+    if spec.dtype.is_integer:
+        info = np.iinfo(spec.dtype.as_numpy_dtype)
+        raw = np.array(value, dtype=object)
+        numbers = [v for v in raw.ravel() if isinstance(v, (int, np.integer))]
+        if any(v < info.min or v > info.max for v in numbers):
+            raise UserError(f"input '{name}': expected {expected} values in [{info.min}, {info.max}]")
     try:
         array = np.array(value, dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
     except (ValueError, TypeError, OverflowError):
         raise UserError(f"input '{name}': expected {expected}, got values that are not {spec.dtype.name}") from None
-    if spec.dtype.is_integer and np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(spec.dtype.as_numpy_dtype)
-        raw = np.array(value)
-        if raw.size and (raw.min() < info.min or raw.max() > info.max):
-            raise UserError(f"input '{name}': expected {expected} values in [{info.min}, {info.max}]")
     if not spec.shape.is_compatible_with(array.shape):
         raise UserError(f"input '{name}': expected {expected}, got shape {list(array.shape)}")
     if array.size == 0:

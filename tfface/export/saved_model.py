@@ -111,9 +111,18 @@ def pair_distance(a: tf.Tensor, b: tf.Tensor, distance_metric: int) -> tf.Tensor
     return tf.acos(tf.clip_by_value(cosine, -1.0, 1.0)) / math.pi
 
 
-def check_batch(tensor: tf.Tensor, name: str) -> None:
-    """In-graph: fails the request with a clear message when the batch is empty."""
-    tf.debugging.assert_positive(tf.shape(tensor)[0], message=f"{name}: empty batch, send at least one element")
+def check_batch(tensor: tf.Tensor, name: str, image_size: tuple[int, int] | None = None) -> tf.Tensor:
+    """``tensor``, once in-graph checks passed that its batch is not empty and, with
+    ``image_size``, that its faces have that (height, width). TF Serving does not check a request's
+    shape against the signature; without this a wrong size fails deep inside the backbone."""
+    checks = [tf.debugging.assert_positive(tf.shape(tensor)[0], message=f"{name}: empty batch, send at least one element")]
+    if image_size is not None:
+        height, width = image_size
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(tensor)[1:], [height, width, 3],
+            message=f"{name}: expected faces of {height}x{width}x3 pixels (embed_encoded resizes encoded faces)"))
+    with tf.control_dependencies(checks):
+        return tf.identity(tensor)
 
 
 def decode_checked(encoded: tf.Tensor, name: str) -> tf.Tensor:
@@ -152,12 +161,12 @@ class EmbedderSignatures(tf.Module):
 
         @tf.function(input_signature=[faces("images")])
         def serving_default(images):
-            check_batch(images, "images")
+            images = check_batch(images, "images", (height, width))
             return {"embeddings": normalized(embedder(tf.cast(images, tf.float32), training=False))}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
         def embed_encoded(encoded):
-            check_batch(encoded, "encoded")
+            encoded = check_batch(encoded, "encoded")
 
             def read(data):
                 return images.resize(decode_checked(data, "encoded"), (height, width))
@@ -167,14 +176,16 @@ class EmbedderSignatures(tf.Module):
 
         @tf.function(input_signature=[faces("images", tf.float32)])
         def embed_float(images):
-            check_batch(images, "images")
+            images = check_batch(images, "images", (height, width))
             return {"embeddings": normalized(backbone(images, training=False))}
 
         @tf.function(input_signature=[faces("images_a"), faces("images_b")])
         def verify(images_a, images_b):
-            check_batch(images_a, "images_a")
-            tf.debugging.assert_equal(tf.shape(images_a)[0], tf.shape(images_b)[0],
-                                      message="images_a, images_b: expected batches of the same size (pairs)")
+            pairs = tf.debugging.assert_equal(tf.shape(images_a)[0], tf.shape(images_b)[0],
+                                              message="images_a, images_b: expected batches of the same size (pairs)")
+            with tf.control_dependencies([pairs]):
+                images_a = check_batch(images_a, "images_a", (height, width))
+                images_b = check_batch(images_b, "images_b", (height, width))
             embeddings = serving_default(tf.concat([images_a, images_b], axis=0))["embeddings"]
             a, b = tf.split(embeddings, 2, axis=0)
             distance = pair_distance(a, b, metric)

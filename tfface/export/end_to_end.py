@@ -29,6 +29,8 @@ from tfface.export.versions import write_version
 from tfface_align import MTCNN, align_tf, crop_tf
 
 KIND = "photos"  # tfface.json's "kind" of an end-to-end export
+MISSING_ALIGNMENT = ("--with_alignment: the model's alignment is unknown (its dataset does not record it); "
+                     "give --align and --align_image_size")
 
 
 def aligned_faces(image: tf.Tensor, boxes: tf.Tensor, landmarks: tf.Tensor, alignment: dict) -> tf.Tensor:
@@ -102,8 +104,7 @@ class PhotoSignatures(tf.Module):
 def photo_metadata(embedder: keras.Model, alignment: dict | None, detector: MTCNN, max_faces: int) -> dict:
     """:func:`embedder_metadata` plus ``kind`` = ``"photos"`` and the detector's settings."""
     if alignment is None:
-        raise UserError("--with_alignment: the model's alignment is unknown (its dataset does not record it); "
-                        "give --align and --align_image_size")
+        raise UserError(MISSING_ALIGNMENT)
     meta = embedder_metadata(embedder, alignment)
     meta.update(kind=KIND, max_faces=int(max_faces), detector={
         "min_face_size": detector.min_face_size, "thresholds": list(detector.thresholds), "factor": detector.factor,
@@ -132,6 +133,8 @@ def export_end_to_end(
     """
     if max_faces < 1:
         raise UserError(f"--max_faces: expected >= 1, got {max_faces}")
+    if alignment is None:
+        raise UserError(MISSING_ALIGNMENT)
     detector = detector or MTCNN()
     meta = photo_metadata(embedder, alignment, detector, max_faces)
     module = PhotoSignatures(embedder, meta, detector, max_faces)

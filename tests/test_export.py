@@ -169,8 +169,9 @@ def test_rest_bodies_round_trip(exported):
     pngs = [tf.io.encode_png(f).numpy() for f in faces]
     rows = rest.predict(model, json.dumps({"signature_name": "embed_encoded", "instances": [rest.b64(p) for p in pngs]}))
     np.testing.assert_allclose(np.array(rows["predictions"]), expected, atol=1e-5)
-    columns = rest.predict(model, {"inputs": faces.tolist()})
-    np.testing.assert_allclose(np.array(columns["outputs"]), expected, atol=1e-5)
+    for inputs in (faces.tolist(), {"images": faces.tolist()}):
+        columns = rest.predict(model, {"inputs": inputs})
+        np.testing.assert_allclose(np.array(columns["outputs"]), expected, atol=1e-5)
     pairs = rest.predict(model, {"signature_name": "verify",
                                  "instances": [{"images_a": faces[0].tolist(), "images_b": faces[1].tolist()}]})
     (pair,) = pairs["predictions"]

@@ -73,8 +73,9 @@ def request_tensors(body: dict | str, specs: dict[str, tf.TensorSpec]) -> tuple[
     names = sorted(specs)
     if "inputs" in body:
         data = body["inputs"]
-        columns = data if isinstance(data, dict) and len(names) > 1 else {names[0]: data} if len(names) == 1 else None
-        if columns is None or set(columns) != set(names):
+        named = isinstance(data, dict) and set(data) == set(names)
+        columns = data if named else {names[0]: data} if len(names) == 1 else None
+        if columns is None:
             raise UserError(f'request: "inputs" must name the inputs {names}')
         return {name: _tensor(columns[name], specs[name], name) for name in names}, False
     rows = body["instances"]

@@ -26,6 +26,13 @@ def read_pairs(path: str) -> list[list[str]]:
         if len(fields) not in (3, 4):
             raise UserError(f"lfw_pairs: line {number} of '{path}' has {len(fields)} fields, expected 3 or 4")
         pairs.append(fields)
+    if len(lines[0]) == 2:  # "<folds> <n>": each fold holds n same and n different pairs
+        folds, per_fold = (int(v) for v in lines[0])
+        if len(pairs) not in (2 * folds * per_fold, folds * per_fold):
+            raise UserError(
+                f"lfw_pairs: the header of '{path}' announces {folds} folds of {per_fold} same + {per_fold} "
+                f"different pairs ({2 * folds * per_fold} lines) but the file has {len(pairs)} pair lines"
+            )
     return pairs
 
 

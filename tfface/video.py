@@ -79,14 +79,14 @@ class Recognizer:
         if not images:
             return []
         found = self.detector.detect(list(images))
-        chips = [aligned_faces(self.embedder, image, f.boxes, f.landmarks) for image, f in zip(images, found)]
-        names, distances = self.bank.identify(embed_faces(self.embedder, np.concatenate(chips), self.flip),
-                                              self.threshold, self.distance_metric)
+        aligned = [aligned_faces(self.embedder, image, f.boxes, f.landmarks) for image, f in zip(images, found)]
+        embeddings = embed_faces(self.embedder, np.concatenate([chips for chips, _ in aligned]), self.flip)
+        names, distances = self.bank.identify(embeddings, self.threshold, self.distance_metric)
         results, start = [], 0
-        for f in found:
-            results.append([Face(tuple(float(v) for v in box[:4]), float(box[4]), names[start + i], float(distances[start + i]))
-                            for i, box in enumerate(f.boxes)])
-            start += len(f.boxes)
+        for f, (_, kept) in zip(found, aligned):
+            results.append([Face(tuple(float(v) for v in f.boxes[k, :4]), float(f.boxes[k, 4]), names[start + i],
+                                 float(distances[start + i])) for i, k in enumerate(kept)])
+            start += len(kept)
         return results
 
 

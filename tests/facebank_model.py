@@ -129,7 +129,8 @@ def people_bank(orl_dir: str) -> str:
             shutil.copy(orl_path(orl_dir, person, photo), os.path.join(base, "people", f"s{person}"))
     bank = os.path.join(base, "bank")
     out = subprocess.run([sys.executable, "-m", "tfface.facebank", "build", os.path.join(base, "people"),
-                          "--facebank", bank, "--model", orl_model(orl_dir)], capture_output=True, text=True, timeout=600)
+                          "--facebank", bank, "--model", orl_model(orl_dir)],
+                         capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise AssertionError(f"facebank build failed: {out.stderr}")
     return bank

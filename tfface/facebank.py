@@ -137,7 +137,8 @@ class FaceBank:
         """Adds L2-normalised (M, D) embeddings of ``name``."""
         total = np.asarray(embeddings, np.float32).sum(axis=0)
         if self.sums.size and total.shape[0] != self.sums.shape[1]:
-            raise UserError(f"add {name}: embeddings of size {total.shape[0]}, the bank holds size {self.sums.shape[1]}")
+            raise UserError(f"add {name}: embeddings of size {total.shape[0]}, "
+                            f"the bank holds size {self.sums.shape[1]}")
         if name in self.names:
             i = self.names.index(name)
             self.sums[i] += total

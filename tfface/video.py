@@ -94,14 +94,15 @@ class Recognizer:
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """A video file, or a camera: its index (``0``) or a device path / stream URL. A source that
     cannot be opened is a :class:`UserError`, never a hang."""
-    is_camera = isinstance(source, int) or str(source).isdigit() or "://" in str(source) or str(source).startswith("/dev/")
-    if not is_camera and not os.path.isfile(str(source)):
+    text = str(source)
+    is_camera = isinstance(source, int) or text.isdigit() or "://" in text or text.startswith("/dev/")
+    if not is_camera and not os.path.isfile(text):
         raise UserError(f"video: file '{source}' does not exist")
-    capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
+    capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
     if not capture.isOpened():
-        what = f"camera {source}: cannot be opened (no such device, or it is busy)" if is_camera else \
-            f"video: '{source}' cannot be opened (not a video OpenCV can read)"
-        raise UserError(what)
+        if is_camera:
+            raise UserError(f"camera {source}: cannot be opened (no such device, or it is busy)")
+        raise UserError(f"video: '{source}' cannot be opened (not a video OpenCV can read)")
     return capture
 
 

@@ -15,9 +15,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfface import images
 from tfface.errors import UserError
 from tfface.evaluation.embeddings import embed_paths
-from tfface.export import META_FILE
+from tfface.export import META_FILE, embedder_metadata
 
 
 def resolve_saved_model(path: str) -> str:
@@ -86,6 +87,80 @@ class Embedder:
         return embed_paths(self.embed, list(paths), self.image_size, batch_size)
 
 
-def load_embedder(saved_model_dir: str) -> Embedder:
-    """Loads an exported tfface SavedModel (version, model or run directory)."""
-    return Embedder(saved_model_dir)
+class KerasEmbedder(Embedder):
+    """An :class:`Embedder` of a ``.keras`` embedder file (no export needed)."""
+
+    def __init__(self, keras_file: str):
+        from tfface.export.sources import load_for_export
+
+        model, _ = load_for_export(keras_file)
+        self.path = keras_file
+        self._model = model
+        self.metadata = embedder_metadata(model)
+        self.image_size = tuple(self.metadata["image_size"])
+        self.standardization = self.metadata["standardization"]
+
+        def embed(images):
+            embeddings = model(tf.cast(images, tf.float32), training=False)
+            return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
+
+        self._embed = embed
+
+
+class PhotoEmbedder:
+    """A loaded end-to-end export (``tfface-export --with_alignment``): photos -> faces -> embeddings.
+
+    Attributes:
+        path: the version directory loaded.
+        metadata: the export's ``tfface.json`` (alignment, detector settings, max_faces, fingerprint).
+    """
+
+    def __init__(self, saved_model_dir: str):
+        self.path = resolve_saved_model(saved_model_dir)
+        self.metadata = read_metadata(self.path)
+        self._run = tf.saved_model.load(self.path).signatures["serving_default"]
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The embedder's fingerprint (weights + how it reads faces)."""
+        return self.metadata.get("fingerprint")
+
+    @property
+    def alignment(self) -> dict | None:
+        """How the faces are aligned in the graph (``align``, ``image_size``, ``margin``)."""
+        return self.metadata.get("alignment")
+
+    def embed_photos(self, paths: Sequence[str], batch_size: int = 8) -> list[dict[str, np.ndarray]]:
+        """Detects, aligns and embeds the faces of photo files.
+
+        Returns, per photo, ``boxes`` (N, 4) x1, y1, x2, y2, ``scores`` (N,), ``landmarks``
+        (N, 5, 2) and L2-normalised ``embeddings`` (N, D), most probable face first (at most the
+        export's ``max_faces``). Raises :class:`UserError` naming a file that is not an image.
+        """
+        results = []
+        for start in range(0, len(paths), batch_size):
+            chunk = list(paths[start:start + batch_size])
+            encoded = []
+            for path in chunk:
+                data = images.read_bytes(path)
+                try:
+                    encoded.append(images.canonical_bytes(data))
+                except ValueError as err:
+                    raise UserError(f"image: cannot decode '{path}' ({err})") from None
+            out = {k: v.numpy() for k, v in self._run(image_bytes=tf.constant(encoded)).items()}
+            for i, count in enumerate(out.pop("num_faces")):
+                results.append({name: value[i, :count] for name, value in out.items()})
+        return results
+
+
+def load_embedder(path: str) -> Embedder | PhotoEmbedder:
+    """Loads an exported tfface SavedModel (version, model or run directory) or a ``.keras`` file.
+
+    End-to-end exports (``--with_alignment``) load as a :class:`PhotoEmbedder`.
+    """
+    if path.endswith(".keras"):
+        return KerasEmbedder(path)
+    version = resolve_saved_model(path)
+    if read_metadata(version).get("kind") == "photos":
+        return PhotoEmbedder(version)
+    return Embedder(version)

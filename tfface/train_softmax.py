@@ -23,6 +23,7 @@ from tfface.errors import UserError, check_dir, check_positive
 from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
+from tfface.heads.partial_fc import check_partial_fc
 from tfface.models import list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
@@ -41,6 +42,8 @@ flags.DEFINE_integer("image_width", 0, "Image width if different from image_size
 flags.DEFINE_integer("embedding_size", 512, "Dimensionality of the embedding.")
 flags.DEFINE_enum("head", "arcface", list_heads(), "Classification head.")
 flags.DEFINE_list("head_kwargs", [], "Head options as key=value, e.g. scale=64,margin=0.5.")
+flags.DEFINE_boolean("partial_fc", False, "Shard the head's class centres over the replicas (Partial FC; normface/cosface/arcface/combined).")
+flags.DEFINE_float("sample_rate", 1.0, "Partial FC: share of each shard's centres used per step (positives always).")
 flags.DEFINE_integer("batch_size", 90, "Global batch size (split over replicas).")
 flags.DEFINE_integer("epoch_size", 1000, "Number of batches per epoch.")
 flags.DEFINE_integer("max_nrof_epochs", 10, "Number of epochs to run.")
@@ -128,6 +131,8 @@ def _validate_flags() -> None:
         check_dir(FLAGS.lfw_dir, "--lfw_dir")
     if FLAGS.eval_bins:
         check_dir(FLAGS.eval_bins, "--eval_bins")
+    if FLAGS.partial_fc:
+        check_partial_fc(FLAGS.head, FLAGS.sample_rate, FLAGS.strategy, FLAGS.mixed_precision)
 
 
 def _write_flags(run_dir: str, subdir: str) -> None:
@@ -188,6 +193,8 @@ def main(argv) -> None:
         standardization=standardization,
         head=FLAGS.head,
         head_kwargs=head_kwargs,
+        partial_fc=FLAGS.partial_fc,
+        sample_rate=FLAGS.sample_rate,
         batch_size=FLAGS.batch_size,
         epoch_size=FLAGS.epoch_size,
         max_nrof_epochs=FLAGS.max_nrof_epochs,

@@ -37,6 +37,8 @@ class TrainConfig:
     standardization: str = "fixed_image_standardization"
     head: str = "arcface"
     head_kwargs: dict = dataclasses.field(default_factory=dict)
+    partial_fc: bool = False  # shard the head's centres over the replicas (heads.PartialFC)
+    sample_rate: float = 1.0  # Partial FC: share of each shard's centres used per step
     batch_size: int = 90
     epoch_size: int = 1000
     max_nrof_epochs: int = 10
@@ -100,6 +102,8 @@ class Trainer:
                 config.model_def, config.image_size, config.embedding_size, config.standardization, **backbone_kwargs
             )
             self.head = heads.get_head(config.head, self.num_classes, **config.head_kwargs)
+            if config.partial_fc:
+                self.head = heads.PartialFC(self.head, config.sample_rate, self.strategy, seed=config.seed)
             self.head.build([(None, config.embedding_size), (None,)])
             self.center_loss = (
                 losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
@@ -110,6 +114,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self._variables)
+            if config.partial_fc:
+                self.head.build_optimizer(self.optimizer)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             embedder=self.embedder, head=self.head, optimizer=self.optimizer, epoch=self.epoch,
@@ -134,12 +140,15 @@ class Trainer:
         replicas = strategy.num_replicas_in_sync
 
         def step(images, labels):
+            shard = self.head.local_variables() if config.partial_fc else []  # this replica's centres
             with tf.GradientTape() as tape:
                 embeddings = self.embedder(images, training=True)
-                logits = self.head([embeddings, labels], training=True)
-                per_example = heads.head_loss(labels, logits)
+                if config.partial_fc:
+                    per_example, predictions = self.head.loss_and_predictions(embeddings, labels)
+                else:
+                    per_example = heads.head_loss(labels, self.head([embeddings, labels], training=True))
                 xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-                reg = config.weight_decay * _kernel_l2(self._variables) / replicas
+                reg = config.weight_decay * (_kernel_l2(self._variables) / replicas + sum(map(tf.nn.l2_loss, shard)))
                 center = tf.constant(0.0)
                 if self.center_loss is not None:
                     center = self.center_loss(embeddings, labels, training=True)
@@ -149,11 +158,13 @@ class Trainer:
                     extra += config.prelogits_norm_loss_factor * norm
                 loss = xent + reg + extra / replicas  # extra terms are per-replica batch means
                 scaled = self.optimizer.scale_loss(loss) if config.mixed_precision else loss
-            grads = tape.gradient(scaled, self._variables)
+            grads = tape.gradient(scaled, self._variables + shard)
             self.optimizer.apply_gradients(zip(grads, self._variables))
-            # Accuracy without the margin: label -1 means "no target" for every head.
-            plain = self.head([embeddings, -tf.ones_like(labels)], training=False)
-            correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(plain), labels), tf.float32))
+            if config.partial_fc:
+                self.head.apply_local_gradients(grads[len(self._variables):], self.optimizer.learning_rate)
+            else:  # accuracy without the margin: label -1 means "no target" for every head
+                predictions = heads.head_predictions(self.head([embeddings, -tf.ones_like(labels)], training=False))
+            correct = tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32))
             return tf.stack([loss, xent, reg, correct / config.batch_size, center / replicas])
 
         @tf.function

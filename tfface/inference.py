@@ -172,7 +172,7 @@ class KerasEmbedder(Embedder):
         self.image_size = tuple(self.metadata["image_size"])
         self.standardization = self.metadata["standardization"]
 
-        def embed(images):
+        def embed(images):  # the keyword Embedder.embed passes
             embeddings = model(tf.cast(images, tf.float32), training=False)
             return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
 

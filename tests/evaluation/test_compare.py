@@ -2,10 +2,11 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
-from tfface.evaluation.comparison import compare_embeddings
+from tfface.evaluation.comparison import compare_embeddings, embed_photos
 from tfface.evaluation.thresholds import Threshold, save_threshold
 from tfface.inference import load_embedder
 
@@ -51,3 +52,17 @@ def test_compare_cli_on_aligned_real_faces(exported_model, face_crops, tmp_path)
     verdicts = {line.split(":")[0]: line.split()[-1] for line in proc.stdout.splitlines() if " vs " in line}
     closer = "same" if expected[0, 1] <= value else "different"
     assert verdicts["img1.jpg vs img2.jpg"] == closer and verdicts["img1.jpg vs img20.jpg"] != closer
+
+
+def test_compare_cli_detects_and_aligns_real_photos(exported_model, faces_dir, tmp_path):
+    paths = [os.path.join(faces_dir, "img1.jpg"), os.path.join(faces_dir, "img2.jpg"), str(tmp_path / "wall.png")]
+    cv2.imwrite(paths[2], np.full((120, 160, 3), 128, np.uint8))  # a photo without a face
+    proc = subprocess.run([sys.executable, "-m", "tfface.compare", exported_model, *paths],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    expected = embed_photos(load_embedder(exported_model), paths)
+    assert np.isnan(expected[2]).all() and not np.isnan(expected[:2]).any()
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:1].isdigit() and ":" not in line]
+    distance = float(((expected[0].astype(np.float64) - expected[1]) ** 2).sum())
+    assert len(rows) == 2 and float(rows[0][2]) == pytest.approx(distance, abs=2e-4)
+    assert f"No face found in 1 photo(s): {paths[2]}" in proc.stdout

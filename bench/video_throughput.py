@@ -47,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_FACES = os.path.join(HERE, "..", "..", "shared", "testdata", "faces")
 RESULTS_DIR = os.path.join(HERE, "results")
 HEIGHT, WIDTH = 480, 640
+LANDMARK_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 ALIGNMENT = {"align": "arcface", "image_size": [112, 112], "margin": 0}
 
 
@@ -93,7 +94,7 @@ def run_peer(video: str, detector, model: keras.Model, bank: FaceBank, threshold
             found = detector.detect_faces(rgb, threshold_onet=0.7, fit_to_image=False, box_format="xyxy")
             faces = []
             for face in found:
-                marks = np.array([face["keypoints"][k] for k in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")])
+                marks = np.array([face["keypoints"][k] for k in LANDMARK_KEYS])
                 chip = tfface_align.align(rgb, marks, "arcface", (112, 112)).astype(np.float32)
                 embedding = tf.math.l2_normalize(model(chip[None], training=False), 1).numpy()
                 names, distances = bank.identify(embedding, threshold)

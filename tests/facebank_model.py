@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import json
 import os
 import shutil
 import subprocess
@@ -24,10 +23,12 @@ import tensorflow as tf
 
 import tfface_align
 from tfface import images
-from tfface.evaluation import evaluate
+from tfface.evaluation import evaluate, thresholds
+from tfface.evaluation.thresholds import Threshold
 from tfface.export import export_saved_model
 from tfface.heads import CosFace
 from tfface.heads.loss import head_loss
+from tfface.inference import load_embedder
 from tfface.preprocessing import Standardize
 
 SIZE = 32
@@ -86,7 +87,7 @@ def train(faces: np.ndarray, labels: np.ndarray, epochs: int = 60) -> keras.Mode
     return embedder
 
 
-def calibrate(embedder: keras.Model, faces: np.ndarray, people: np.ndarray) -> float:
+def calibrate(embedder: keras.Model, faces: np.ndarray, people: np.ndarray, fingerprint: str) -> Threshold:
     """Best-accuracy threshold (squared Euclidean) on all same-person pairs and as many others."""
     embeddings = tf.math.l2_normalize(embedder(faces.astype(np.float32), training=False), 1).numpy()
     same = [(i, j) for i in range(len(people)) for j in range(i + 1, len(people)) if people[i] == people[j]]
@@ -95,7 +96,7 @@ def calibrate(embedder: keras.Model, faces: np.ndarray, people: np.ndarray) -> f
     pairs = same + other
     result = evaluate(np.stack([embeddings[k] for pair in pairs for k in pair]),
                       np.array([True] * len(same) + [False] * len(other)))
-    return result.threshold
+    return thresholds.calibrate(result, 0, "ORL s21-s25", fingerprint)
 
 
 @functools.cache
@@ -106,17 +107,13 @@ def orl_model(orl_dir: str) -> str:
     faces, used = aligned(detector, train_paths)
     labels = np.array([i for i in range(len(TRAIN_IDS)) for _ in TRAIN_PHOTOS])[used]
     embedder = train(faces, labels)
-    calibration_paths = [orl_path(orl_dir, i, j) for i in CALIBRATION_IDS for j in range(1, 11)]
-    calibration, used = aligned(detector, calibration_paths)
-    threshold = calibrate(embedder, calibration, np.repeat(np.arange(len(CALIBRATION_IDS)), 10)[used])
     base = tempfile.mkdtemp(prefix="tfface-orl-model-")
     atexit.register(shutil.rmtree, base, True)
     version = export_saved_model(embedder, base, "orl", alignment=ALIGNMENT)
-    with open(os.path.join(version, "assets.extra", "tfface.json")) as f:
-        fingerprint = json.load(f)["fingerprint"]
-    with open(os.path.join(version, "threshold.json"), "w") as f:
-        json.dump({"distance_metric": 0, "value": threshold, "far": 0.0, "tar": 0.0,
-                   "calibrated_on": "orl s21-s25", "num_pairs": 0, "fingerprint": fingerprint}, f)
+    calibration_paths = [orl_path(orl_dir, i, j) for i in CALIBRATION_IDS for j in range(1, 11)]
+    calibration, used = aligned(detector, calibration_paths)
+    people = np.repeat(np.arange(len(CALIBRATION_IDS)), 10)[used]
+    thresholds.save_threshold(calibrate(embedder, calibration, people, load_embedder(version).fingerprint), version)
     return version
 
 
@@ -132,7 +129,8 @@ def people_bank(orl_dir: str) -> str:
             shutil.copy(orl_path(orl_dir, person, photo), os.path.join(base, "people", f"s{person}"))
     bank = os.path.join(base, "bank")
     out = subprocess.run([sys.executable, "-m", "tfface.facebank", "build", os.path.join(base, "people"),
-                          "--facebank", bank, "--model", orl_model(orl_dir)], capture_output=True, text=True, timeout=600)
+                          "--facebank", bank, "--model", orl_model(orl_dir)],
+                         capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise AssertionError(f"facebank build failed: {out.stderr}")
     return bank

@@ -257,6 +257,7 @@ def test_cli_exports_a_checkpoint_and_a_keras_file(tmp_path):
     assert from_keras.fingerprint == embedder_metadata(embedder)["fingerprint"]
     # A user error: one line, exit code 2, nothing written.
     shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").mkdir()
     bad = subprocess.run(cmd, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --model: no checkpoint found")
     assert sorted(os.listdir(tmp_path / "out" / "sphereface20")) == ["1"]

@@ -39,7 +39,8 @@ def test_identities_and_identify_against_numpy():
         assert names == [bank.names[k] for k in reference.argmin(1)]
         threshold = float(np.mean(np.sort(reference.min(1))[2:4]))  # between two distances
         names, _ = bank.identify(queries, threshold, metric)
-        assert names == [bank.names[k] if d <= threshold else UNKNOWN for k, d in zip(reference.argmin(1), reference.min(1))]
+        nearest, best = reference.argmin(1), reference.min(1)
+        assert names == [bank.names[k] if d <= threshold else UNKNOWN for k, d in zip(nearest, best)]
         assert UNKNOWN in names and set(names) - {UNKNOWN}
 
     before = bank.centres[[0, 2]].copy()

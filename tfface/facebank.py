@@ -28,12 +28,12 @@ import numpy as np
 
 import tfface_align
 from tfface.errors import UserError, check_dir
+from tfface.evaluation.thresholds import THRESHOLD_FILE, load_threshold
 from tfface.inference import Embedder
 from tfface.recognize import PhotoEmbeddings, embed_photos
 
 UNKNOWN = "Unknown"
 META_FILE = "facebank.json"
-THRESHOLD_FILE = "threshold.json"
 FORMAT = "tfface-facebank"
 VERSION = 1
 
@@ -58,22 +58,14 @@ def pair_distances(embeddings: np.ndarray, centres: np.ndarray, distance_metric:
 def model_threshold(embedder: Embedder, override: float | None = None, distance_metric: int = 0
                     ) -> tuple[float, int, str]:
     """(value, distance metric, where it came from): ``override`` when given, else the model's
-    calibrated ``threshold.json`` (written next to the export when the model is evaluated)."""
+    calibrated ``threshold.json`` (``validate_on_lfw`` / ``validate_on_bins --save_threshold``)."""
     if override is not None:
         return float(override), int(distance_metric), "--threshold"
-    path = os.path.join(embedder.path, THRESHOLD_FILE)
-    if not os.path.isfile(path):
-        raise UserError(f"threshold: the model '{embedder.path}' has no calibrated {THRESHOLD_FILE} "
-                        "(calibrate one by evaluating the model on verification pairs) and no --threshold was given")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        value, metric, fingerprint = float(data["value"]), int(data["distance_metric"]), data["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"threshold: cannot read '{path}' ({err})") from None
-    if fingerprint != embedder.fingerprint:
-        raise UserError(f"threshold: '{path}' was calibrated on another model (fingerprint {fingerprint})")
-    return value, metric, path
+    threshold = load_threshold(embedder.path, embedder.fingerprint)
+    if threshold is None:
+        raise UserError(f"threshold: the model '{embedder.path}' has no calibrated {THRESHOLD_FILE} (calibrate one "
+                        "with validate_on_lfw or validate_on_bins --save_threshold) and no --threshold was given")
+    return threshold.value, threshold.distance_metric, os.path.join(embedder.path, THRESHOLD_FILE)
 
 
 def _check_name(name: str) -> str:
@@ -145,7 +137,8 @@ class FaceBank:
         """Adds L2-normalised (M, D) embeddings of ``name``."""
         total = np.asarray(embeddings, np.float32).sum(axis=0)
         if self.sums.size and total.shape[0] != self.sums.shape[1]:
-            raise UserError(f"add {name}: embeddings of size {total.shape[0]}, the bank holds size {self.sums.shape[1]}")
+            raise UserError(f"add {name}: embeddings of size {total.shape[0]}, "
+                            f"the bank holds size {self.sums.shape[1]}")
         if name in self.names:
             i = self.names.index(name)
             self.sums[i] += total

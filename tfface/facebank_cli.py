@@ -25,11 +25,13 @@ flags.DEFINE_float("threshold", None, "Distance beyond which a face is Unknown (
 flags.DEFINE_enum("distance_metric", "0", ["0", "1"], "With --threshold: 0 squared Euclidean, 1 angular.")
 flags.DEFINE_string("from_camera", None, "add: enrol from this camera (index, device or stream URL).")
 flags.DEFINE_integer("max_frames", 300, "add --from_camera: give up after this many frames.")
-flags.DEFINE_float("min_face_fraction", 0.2, "add --from_camera: smallest face side, share of the frame's shorter side.")
+flags.DEFINE_float("min_face_fraction", 0.2,
+                   "add --from_camera: smallest face side, share of the frame's shorter side.")
 flags.DEFINE_float("min_sharpness", 100.0, "add --from_camera: smallest variance of the face's Laplacian.")
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
 
-USAGE = "usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... --facebank DIR"
+USAGE = ("usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... "
+         "--facebank DIR")
 
 
 def _embedder():

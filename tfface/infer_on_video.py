@@ -58,7 +58,8 @@ def main(argv) -> None:
         summary = process_video(capture, recognizer, FLAGS.save, FLAGS.log_json, FLAGS.every_n_frames,
                                 FLAGS.batch_size if not FLAGS.camera else 1, FLAGS.max_frames,
                                 display=bool(FLAGS.camera) and not FLAGS.no_display, progress=FLAGS.progress)
-    print(f"{summary['frames']} frames, {summary['frames_per_second']:.1f} frames/s; seen: {', '.join(summary['names']) or 'nobody'}")
+    seen = ", ".join(summary["names"]) or "nobody"
+    print(f"{summary['frames']} frames, {summary['frames_per_second']:.1f} frames/s; seen: {seen}")
 
 
 def run() -> None:

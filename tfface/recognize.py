@@ -14,23 +14,34 @@ import tfface_align
 from tfface import images
 from tfface.errors import UserError
 from tfface.inference import Embedder
+from tfface_align.aligner import align_faces, align_photos
+from tfface_align.image_io import Photo, load_photo
 
 
-def aligned_faces(embedder: Embedder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """The detected faces of one RGB ``image`` cut as the model's training faces were:
-    uint8 (N, H, W, 3) at ``embedder.image_size``."""
+def _alignment(embedder: Embedder) -> tuple[str, int, float]:
+    """(kind, side, margin) of the model's training faces, for :mod:`tfface_align.aligner`."""
     alignment = embedder.alignment
     if not alignment:
         raise UserError(f"model: '{embedder.path}' does not record how its training faces were aligned "
                         "(export it with an alignment) so faces cannot be cut the same way")
-    size = tuple(alignment["image_size"])
-    if alignment["align"] == "facenet_crop":
-        chips = [tfface_align.crop(image, box, alignment.get("margin", 32), size) for box in boxes]
-    else:
-        chips = [tfface_align.align(image, marks, alignment["align"], size) for marks in landmarks]
+    return alignment["align"], int(alignment["image_size"][0]), float(alignment.get("margin", 0))
+
+
+def _model_size(embedder: Embedder, chips: list[np.ndarray]) -> np.ndarray:
+    """Aligned faces as one uint8 batch at the model's input size."""
     if not chips:
         return np.zeros((0, *embedder.image_size, 3), np.uint8)
     return np.asarray(images.resize(np.stack(chips), embedder.image_size))
+
+
+def aligned_faces(embedder: Embedder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray
+                  ) -> tuple[np.ndarray, list[int]]:
+    """The detected faces of one RGB ``image`` cut as the model's training faces were: uint8
+    (M, H, W, 3) at ``embedder.image_size``, and the index among ``boxes`` of each (a facenet
+    crop that falls outside the image is dropped)."""
+    kind, side, margin = _alignment(embedder)
+    faces = align_faces(image, boxes, landmarks, kind, side, margin, detect_multiple_faces=True)
+    return _model_size(embedder, [face.image for face in faces]), [face.index for face in faces]
 
 
 def embed_faces(embedder: Embedder, faces: np.ndarray, flip: bool = True) -> np.ndarray:
@@ -57,36 +68,19 @@ def embed_photos(embedder: Embedder, detector: tfface_align.MTCNN, photos: Seque
                  flip: bool = True, batch_size: int = 32) -> PhotoEmbeddings:
     """Embeds the main face (facenet's choice: large and central) of every photo (a path or an RGB
     array); unreadable photos and photos without a face are skipped and reported, never embedded."""
+    kind, side, margin = _alignment(embedder)
     embeddings, used, skipped = [], [], []
     for start in range(0, len(photos), batch_size):
-        chunk = list(photos[start:start + batch_size])
-        loaded, where = [], []
-        for offset, photo in enumerate(chunk):
-            try:
-                loaded.append(images.load(photo) if isinstance(photo, str) else np.asarray(photo, np.uint8))
-                where.append(start + offset)
-            except UserError as err:
-                skipped.append((_label(photo, start + offset), f"unreadable ({err})"))
-        for index, image, found in zip(where, loaded, detector.detect(loaded) if loaded else []):
-            if len(found.boxes) == 0:
-                skipped.append((_label(photos[index], index), "no face found"))
-                continue
-            pick = main_face(found.boxes, *image.shape[:2])
-            chip = aligned_faces(embedder, image, found.boxes[pick:pick + 1], found.landmarks[pick:pick + 1])
-            embeddings.append(embed_faces(embedder, chip, flip))
-            used.append(index)
+        chunk = photos[start:start + batch_size]
+        loaded = [load_photo(p) if isinstance(p, str) else Photo(np.asarray(p, np.uint8), "ok", (), 1.0) for p in chunk]
+        chips = []
+        for offset, (photo, result) in enumerate(zip(chunk, align_photos(loaded, detector, kind, side, margin))):
+            if result.faces:
+                chips.append(result.faces[0].image)
+                used.append(start + offset)
+            else:
+                skipped.append((photo if isinstance(photo, str) else f"image #{start + offset}",
+                                result.status.replace("_", " ")))
+        embeddings.append(embed_faces(embedder, _model_size(embedder, chips), flip))
     dim = int(embedder.metadata.get("embedding_size", 0))
     return PhotoEmbeddings(np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32), used, skipped)
-
-
-def main_face(boxes: np.ndarray, height: int, width: int) -> int:
-    """facenet's choice among several faces: the largest box area minus twice the squared
-    distance of the box centre from the photo centre."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    dx = (boxes[:, 0] + boxes[:, 2]) / 2 - width / 2
-    dy = (boxes[:, 1] + boxes[:, 3]) / 2 - height / 2
-    return int(np.argmax(area - 2.0 * (dx ** 2 + dy ** 2)))
-
-
-def _label(photo, index: int) -> str:
-    return photo if isinstance(photo, str) else f"image #{index}"

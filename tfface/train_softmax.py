@@ -36,6 +36,8 @@ flags.DEFINE_string("models_base_dir", "runs", "Run directories are created unde
 flags.DEFINE_string("logs_base_dir", "", "TensorBoard logs directory base (default: inside the run directory).")
 flags.DEFINE_string("subdir", "", "Run directory name (default: a timestamp); an existing one is resumed.")
 flags.DEFINE_string("model_def", "mobilefacenet", "Backbone name (see tfface.models.list_backbones()).")
+flags.DEFINE_string("pretrained_model", "", "Start the backbone from this run directory, checkpoint or export "
+                    "(backbone weights only; same backbone, image and embedding size).")
 flags.DEFINE_string("model_name", "", "Name of the exported model (default: model_def).")
 flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
 flags.DEFINE_integer("image_width", 0, "Image width if different from image_size (e.g. 96 for SphereFace).")
@@ -215,6 +217,7 @@ def main(argv) -> None:
         model_name=FLAGS.model_name,
         log_dir=os.path.join(os.path.expanduser(FLAGS.logs_base_dir), subdir) if FLAGS.logs_base_dir else "",
         evaluate=evaluate,
+        pretrained_model=FLAGS.pretrained_model,
     )
     result = Trainer(config).train()
     print(f"Run directory: {result.run_dir}")

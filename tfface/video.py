@@ -79,14 +79,14 @@ class Recognizer:
         if not images:
             return []
         found = self.detector.detect(list(images))
-        chips = [aligned_faces(self.embedder, image, f.boxes, f.landmarks) for image, f in zip(images, found)]
-        names, distances = self.bank.identify(embed_faces(self.embedder, np.concatenate(chips), self.flip),
-                                              self.threshold, self.distance_metric)
+        aligned = [aligned_faces(self.embedder, image, f.boxes, f.landmarks) for image, f in zip(images, found)]
+        embeddings = embed_faces(self.embedder, np.concatenate([chips for chips, _ in aligned]), self.flip)
+        names, distances = self.bank.identify(embeddings, self.threshold, self.distance_metric)
         results, start = [], 0
-        for f in found:
-            results.append([Face(tuple(float(v) for v in box[:4]), float(box[4]), names[start + i], float(distances[start + i]))
-                            for i, box in enumerate(f.boxes)])
-            start += len(f.boxes)
+        for f, (_, kept) in zip(found, aligned):
+            results.append([Face(tuple(float(v) for v in f.boxes[k, :4]), float(f.boxes[k, 4]), names[start + i],
+                                 float(distances[start + i])) for i, k in enumerate(kept)])
+            start += len(kept)
         return results
 
 
@@ -94,14 +94,15 @@ class Recognizer:
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """A video file, or a camera: its index (``0``) or a device path / stream URL. A source that
     cannot be opened is a :class:`UserError`, never a hang."""
-    is_camera = isinstance(source, int) or str(source).isdigit() or "://" in str(source) or str(source).startswith("/dev/")
-    if not is_camera and not os.path.isfile(str(source)):
+    text = str(source)
+    is_camera = isinstance(source, int) or text.isdigit() or "://" in text or text.startswith("/dev/")
+    if not is_camera and not os.path.isfile(text):
         raise UserError(f"video: file '{source}' does not exist")
-    capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
+    capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
     if not capture.isOpened():
-        what = f"camera {source}: cannot be opened (no such device, or it is busy)" if is_camera else \
-            f"video: '{source}' cannot be opened (not a video OpenCV can read)"
-        raise UserError(what)
+        if is_camera:
+            raise UserError(f"camera {source}: cannot be opened (no such device, or it is busy)")
+        raise UserError(f"video: '{source}' cannot be opened (not a video OpenCV can read)")
     return capture
 
 

@@ -30,7 +30,7 @@ def _worker(replicas: int, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp(f"partial_fc_{replicas}") / "out.npz"
     proc = subprocess.run(
         [sys.executable, os.path.join(HERE, "partial_fc_worker.py"), str(replicas), str(out)],
-        capture_output=True, text=True, env=ENV, timeout=900,
+        capture_output=True, text=True, env=ENV, timeout=1800,
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
     with np.load(out) as data:
@@ -206,7 +206,7 @@ def test_train_softmax_partial_fc_on_two_replicas(tmp_path):
          "--batch_size=8", "--epoch_size=2", "--max_nrof_epochs=1", "--log_every_n_steps=1", "--head=cosface",
          "--head_kwargs=scale=16,margin=0.2", "--partial_fc", "--sample_rate=0.5", "--strategy=mirrored",
          "--cpu_devices=2"],
-        capture_output=True, text=True, env=ENV, timeout=900,
+        capture_output=True, text=True, env=ENV, timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "pfc"

@@ -23,6 +23,7 @@ from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
 from tfface.training.schedules import learning_rate_for_epoch, read_schedule_file
 from tfface.training.strategy import get_strategy, is_chief
+from tfface.training.warm_start import load_backbone_weights
 
 
 @dataclasses.dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     model_name: str = ""
     log_dir: str = ""  # TensorBoard logs; default <run_dir>/logs
     evaluate: Callable[[keras.Model, int], dict] | None = None  # called after each epoch
+    pretrained_model: str = ""  # a fresh run starts its backbone from this run/export (warm_start)
 
 
 @dataclasses.dataclass
@@ -181,6 +183,8 @@ class Trainer:
         """Runs (or resumes) the training; exports the embedder at the end."""
         config = self.config
         restored = self.manager.restore_or_initialize()
+        if not restored and config.pretrained_model:
+            logging.info("backbone weights from %s", load_backbone_weights(self.embedder, config.pretrained_model))
         start_epoch = int(self.epoch.numpy())
         if restored:
             logging.info("resumed from %s at epoch %d", restored, start_epoch)
@@ -214,7 +218,8 @@ class Trainer:
         export_dir = None
         if self.chief:
             export_base = os.path.join(config.run_dir, "export")
-            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def)
+            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def,
+                                            alignment=tfrecord.alignment_settings(self.info))
             logging.info("exported the embedder to %s", export_dir)
         return TrainResult(
             run_dir=config.run_dir,

@@ -16,7 +16,7 @@ from absl import flags
 
 from tfface import cli
 from tfface.errors import UserError
-from tfface.evaluation.comparison import compare_embeddings, embed_photos
+from tfface.evaluation.comparison import compare_embeddings
 from tfface.evaluation.thresholds import load_threshold
 from tfface.inference import load_embedder
 
@@ -36,7 +36,7 @@ def main(argv) -> None:
         raise UserError(f"image: file(s) not found: {', '.join(missing)}")
     embedder = load_embedder(model_path)
     threshold = load_threshold(embedder.path, embedder.fingerprint)
-    embeddings = embed_photos(embedder, paths, FLAGS.align)
+    embeddings = embedder.embed_files(paths, align=FLAGS.align)
     comparison = compare_embeddings(paths, embeddings, threshold, int(FLAGS.distance_metric))
     print(*comparison.lines(), sep="\n")
 

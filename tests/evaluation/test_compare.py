@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface.evaluation.comparison import compare_embeddings, embed_photos
+from tfface.evaluation.comparison import compare_embeddings
 from tfface.evaluation.thresholds import Threshold, save_threshold
 from tfface.inference import load_embedder
 
@@ -34,7 +34,7 @@ def test_compare_cli_detects_aligns_and_decides_on_real_photos(exported_model, f
     paths = [os.path.join(faces_dir, n) for n in ("img1.jpg", "img2.jpg", "img20.jpg")] + [str(tmp_path / "wall.png")]
     cv2.imwrite(paths[3], np.full((120, 160, 3), 128, np.uint8))  # a photo without a face
     embedder = load_embedder(exported_model)
-    emb = embed_photos(embedder, paths).astype(np.float64)
+    emb = embedder.embed_files(paths, align=True).astype(np.float64)
     assert np.isnan(emb[3]).all() and not np.isnan(emb[:3]).any()
     expected = ((emb[:3, None] - emb[None, :3]) ** 2).sum(-1)
     value = float((expected[0, 1] + expected[0, 2]) / 2)  # between img1's two distances: one same, one different

@@ -7,8 +7,6 @@ from typing import Sequence
 
 import numpy as np
 
-from tfface import images
-from tfface.errors import UserError
 from tfface.evaluation.thresholds import Threshold
 from tfface.evaluation.verification import distance
 
@@ -74,29 +72,3 @@ def compare_embeddings(
     np.fill_diagonal(matrix, 0.0)
     return Comparison(list(paths), found, matrix, metric, threshold)
 
-
-def embed_photos(embedder, paths: Sequence[str], align: bool = True) -> np.ndarray:
-    """Embeddings (len(paths), D) of photos; with ``align`` the most prominent face of each is
-    detected by MTCNN and aligned as the model's training faces were (``embedder.alignment``),
-    and the rows of photos without a face (or unreadable) are NaN."""
-    if not align:
-        return embedder.embed_files(paths)
-    from tfface_align import MTCNN
-    from tfface_align.aligner import align_photos
-    from tfface_align.image_io import load_photo
-
-    alignment = embedder.alignment
-    if not alignment:
-        raise UserError(f"model: '{embedder.path}' records no alignment, so photos cannot be aligned the way its "
-                        "training faces were; align them yourself and use --noalign")
-    results = align_photos([load_photo(p) for p in paths], MTCNN(), alignment["align"],
-                           int(alignment["image_size"][0]), float(alignment.get("margin") or 0))
-    embeddings = None
-    for i, result in enumerate(results):
-        if result.faces:
-            face = images.resize(result.faces[0].image, embedder.image_size).numpy()
-            row = embedder.embed(face[None])[0]
-            if embeddings is None:
-                embeddings = np.full((len(paths), row.size), np.nan, np.float32)
-            embeddings[i] = row
-    return embeddings if embeddings is not None else np.full((len(paths), 1), np.nan, np.float32)

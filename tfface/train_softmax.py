@@ -11,6 +11,7 @@ model is evaluated on the pairs after every epoch, printing facenet's result lin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -22,7 +23,7 @@ from tfface.data import folders, pipeline, tfrecord
 from tfface.errors import UserError, check_dir, check_positive
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
-from tfface.models import list_backbones
+from tfface.models import has_dropout, list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
 
@@ -62,6 +63,8 @@ flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strate
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (testing 'mirrored' on CPU).")
 flags.DEFINE_boolean("mixed_precision", False, "Train with the mixed_float16 policy.")
 flags.DEFINE_integer("log_every_n_steps", 10, "Print progress every N steps.")
+flags.DEFINE_integer("checkpoint_every_n_steps", 0, "Also checkpoint every N steps within epochs (0: at epoch ends only).")
+flags.DEFINE_boolean("deterministic", False, "TF op determinism: the same flags give bit-identical weights (slower).")
 flags.DEFINE_string("lfw_dir", "", "Aligned LFW-layout images to evaluate on after every epoch.")
 flags.DEFINE_string("lfw_pairs", "", "LFW pairs file (default: lfw_dir/pairs.txt).")
 flags.DEFINE_integer("lfw_batch_size", 100, "Batch size for the LFW evaluation.")
@@ -120,6 +123,9 @@ def _validate_flags() -> None:
         raise UserError(f"--keep_probability: expected a value in (0, 1], got {FLAGS.keep_probability}")
     if FLAGS.model_def not in list_backbones():
         raise UserError(f"--model_def: expected one of {list_backbones()}, got {FLAGS.model_def!r}")
+    if FLAGS.keep_probability < 1.0 and not has_dropout(FLAGS.model_def):
+        raise UserError(f"--keep_probability: {FLAGS.model_def} has no dropout, expected 1.0, got {FLAGS.keep_probability}")
+    check_positive(FLAGS.checkpoint_every_n_steps, "--checkpoint_every_n_steps", allow_zero=True)
     if FLAGS.lfw_dir:
         check_dir(FLAGS.lfw_dir, "--lfw_dir")
 
@@ -197,12 +203,17 @@ def main(argv) -> None:
         strategy=FLAGS.strategy,
         mixed_precision=FLAGS.mixed_precision,
         log_every_n_steps=FLAGS.log_every_n_steps,
+        checkpoint_every_n_steps=FLAGS.checkpoint_every_n_steps,
+        deterministic=FLAGS.deterministic,
         model_name=FLAGS.model_name,
         log_dir=os.path.join(os.path.expanduser(FLAGS.logs_base_dir), subdir) if FLAGS.logs_base_dir else "",
         evaluate=evaluate,
     )
     result = Trainer(config).train()
     print(f"Run directory: {result.run_dir}")
+    if result.interrupted:  # exit as if killed by SIGTERM, so schedulers restart (and thereby resume) the job
+        print(f"Interrupted by SIGTERM at step {result.steps}; checkpoint saved, rerun the same command to resume")
+        sys.exit(128 + signal.SIGTERM)
     print(f"Exported model: {result.export_dir}")
     print(f"Final training loss {result.final_loss:.4f}, accuracy {result.final_accuracy:.4f}")
 

@@ -59,7 +59,8 @@ class TrainConfig:
     augment: pipeline.Augment = dataclasses.field(default_factory=pipeline.Augment)
     seed: int = 666
     strategy: str = "default"
-    mixed_precision: bool = False
+    tpu: str = ""  # TPU address or name for the resolver (strategy "tpu"); "" = the local/default one
+    mixed_precision: bool = False  # mixed_bfloat16 under TPUStrategy, mixed_float16 elsewhere
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 0  # 0: at epoch ends (and on SIGTERM) only
     deterministic: bool = False  # TF op determinism: reruns give bit-identical weights
@@ -88,6 +89,13 @@ class NonFiniteLossError(UserError):
     """The loss (or the weights) became NaN or Inf; nothing is checkpointed from that state."""
 
 
+def precision_policy(mixed_precision: bool, strategy: tf.distribute.Strategy) -> str:
+    """The Keras dtype policy: bfloat16 on TPUs (their native type), float16 elsewhere."""
+    if not mixed_precision:
+        return "float32"
+    return "mixed_bfloat16" if isinstance(strategy, tf.distribute.TPUStrategy) else "mixed_float16"
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The input stream's seed for ``epoch``: a function of ``(seed, epoch)`` only."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -107,9 +115,9 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)  # weight initialisation and dropout
-        if config.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        self.strategy = get_strategy(config.strategy)
+        self.strategy = get_strategy(config.strategy, config.tpu)
+        self.policy = precision_policy(config.mixed_precision, self.strategy)
+        keras.mixed_precision.set_global_policy(self.policy)
         self.chief = is_chief(self.strategy)
         logging.info(
             "strategy %s: %d replica(s) in sync", type(self.strategy).__name__, self.strategy.num_replicas_in_sync
@@ -130,7 +138,7 @@ class Trainer:
                 if config.center_loss_factor > 0 else None
             )
             optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate)
-            if config.mixed_precision:
+            if self.loss_scaling:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self._variables)
@@ -151,6 +159,11 @@ class Trainer:
         if not self.chief:  # other workers write to a scratch dir (MultiWorker needs everyone to save)
             checkpoint_dir = os.path.join(config.run_dir, f"checkpoints-worker-{self.strategy.cluster_resolver.task_id}")
         self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
+
+    @property
+    def loss_scaling(self) -> bool:
+        """float16 needs loss scaling (and may skip overflowing steps); bfloat16 does not."""
+        return self.policy == "mixed_float16"
 
     @property
     def _variables(self) -> list:
@@ -180,10 +193,10 @@ class Trainer:
                     norm = losses.prelogits_norm_loss(embeddings, config.prelogits_norm_p)
                     extra += config.prelogits_norm_loss_factor * norm
                 loss = xent + reg + extra / replicas  # extra terms are per-replica batch means
-                scaled = self.optimizer.scale_loss(loss) if config.mixed_precision else loss
+                scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
             grads = tape.gradient(scaled, self._variables)
             skipped = tf.constant(0.0)  # the loss-scale optimizer skips steps whose gradients overflow
-            if config.mixed_precision:
+            if self.loss_scaling:
                 skipped = 1.0 - tf.cast(_all_finite([g for g in grads if g is not None]), tf.float32)
             self.optimizer.apply_gradients(zip(grads, self._variables))
             # Accuracy without the margin: label -1 means "no target" for every head.

@@ -58,10 +58,10 @@ def state_value(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     return arrays[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"]
 
 
-def max_weight_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], only: str = "") -> float:
-    """Largest absolute difference over the float tensors whose key starts with ``only``."""
+def max_weight_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Largest absolute difference over the float tensors (weights, optimizer slots, statistics)."""
     assert a.keys() == b.keys(), set(a) ^ set(b)
-    keys = [k for k in a if k.startswith(only) and np.issubdtype(a[k].dtype, np.floating)]
+    keys = [k for k in a if np.issubdtype(a[k].dtype, np.floating)]
     assert keys
     return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) if a[k].size else 0.0 for k in keys)
 

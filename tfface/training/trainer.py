@@ -131,8 +131,7 @@ class Trainer:
                 config.model_def, config.image_size, config.embedding_size, config.standardization,
                 keep_probability=config.keep_probability,
             )
-            self.head = heads.get_head(config.head, self.num_classes, **config.head_kwargs)
-            self.head.build([(None, config.embedding_size), (None,)])
+            self.head = self._build_head()
             self.center_loss = (
                 losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
                 if config.center_loss_factor > 0 else None
@@ -148,10 +147,11 @@ class Trainer:
             self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
             # What else decides the input stream; a resumed run must use the same.
             self.stream = tf.Variable([config.seed, config.batch_size], dtype=tf.int64, trainable=False, name="stream")
-        rng_states = [v for v in self.embedder.variables + self.head.variables if "seed_generator" in v.path]
+        rng_states = [v for v in self._models_variables if "seed_generator" in v.path]
         self.checkpoint = tf.train.Checkpoint(
-            embedder=self.embedder, head=self.head, optimizer=self.optimizer, epoch=self.epoch,
+            embedder=self.embedder, optimizer=self.optimizer, epoch=self.epoch,
             epoch_step=self.epoch_step, step=self.step, skipped_steps=self.skipped_steps, stream=self.stream,
+            **({"head": self.head} if self.head is not None else {}),
             **({"rng_states": rng_states} if rng_states else {}),
             **({"center_loss": self.center_loss} if self.center_loss is not None else {}),
         )
@@ -165,18 +165,50 @@ class Trainer:
         """float16 needs loss scaling (and may skip overflowing steps); bfloat16 does not."""
         return self.policy == "mixed_float16"
 
+    def _build_head(self) -> keras.layers.Layer | None:
+        """The classification head (None: the loss needs none, e.g. triplet training)."""
+        head = heads.get_head(self.config.head, self.num_classes, **self.config.head_kwargs)
+        head.build([(None, self.config.embedding_size), (None,)])
+        return head
+
     @property
     def _variables(self) -> list:
-        return self.embedder.trainable_variables + self.head.trainable_variables
+        return self.embedder.trainable_variables + (self.head.trainable_variables if self.head is not None else [])
+
+    @property
+    def _models_variables(self) -> list:
+        return self.embedder.variables + (self.head.variables if self.head is not None else [])
+
+    def _dataset(self, epoch: int, skip_steps: int) -> tf.distribute.DistributedDataset:
+        """Epoch ``epoch``'s input stream (a function of ``(seed, epoch)``), ``skip_steps`` batches in."""
+        config = self.config
+        return pipeline.distribute(
+            self.strategy, self.shards, config.batch_size, config.image_size, skip_steps=skip_steps,
+            augment=config.augment, seed=epoch_seed(config.seed, epoch), training=True,
+        )
 
     def _rate(self, epoch: int) -> float | None:
         if self.schedule is None:
             return self.config.learning_rate
         return learning_rate_for_epoch(self.schedule, epoch)
 
-    def _make_step(self) -> Callable:
-        config, strategy = self.config, self.strategy
-        replicas = strategy.num_replicas_in_sync
+    def _apply(self, loss: tf.Tensor, tape: tf.GradientTape) -> tf.Tensor:
+        """Applies the gradients of ``loss``; 1.0 when the loss-scale optimizer skipped the step."""
+        scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
+        grads = tape.gradient(scaled, self._variables)
+        skipped = tf.constant(0.0)  # the loss-scale optimizer skips steps whose gradients overflow
+        if self.loss_scaling:
+            skipped = 1.0 - tf.cast(_all_finite([g for g in grads if g is not None]), tf.float32)
+        self.optimizer.apply_gradients(zip(grads, self._variables))
+        return skipped
+
+    def _regularization(self) -> tf.Tensor:
+        """This replica's share of the weight decay."""
+        return self.config.weight_decay * _kernel_l2(self._variables) / self.strategy.num_replicas_in_sync
+
+    def _replica_step(self) -> Callable:
+        """``step(images, labels)`` on one replica: trains, returns the METRICS + [skipped]."""
+        config, replicas = self.config, self.strategy.num_replicas_in_sync
 
         def step(images, labels):
             with tf.GradientTape() as tape:
@@ -184,7 +216,7 @@ class Trainer:
                 logits = self.head([embeddings, labels], training=True)
                 per_example = heads.head_loss(labels, logits)
                 xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-                reg = config.weight_decay * _kernel_l2(self._variables) / replicas
+                reg = self._regularization()
                 center = tf.constant(0.0)
                 if self.center_loss is not None:
                     center = self.center_loss(embeddings, labels, training=True)
@@ -193,16 +225,16 @@ class Trainer:
                     norm = losses.prelogits_norm_loss(embeddings, config.prelogits_norm_p)
                     extra += config.prelogits_norm_loss_factor * norm
                 loss = xent + reg + extra / replicas  # extra terms are per-replica batch means
-                scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
-            grads = tape.gradient(scaled, self._variables)
-            skipped = tf.constant(0.0)  # the loss-scale optimizer skips steps whose gradients overflow
-            if self.loss_scaling:
-                skipped = 1.0 - tf.cast(_all_finite([g for g in grads if g is not None]), tf.float32)
-            self.optimizer.apply_gradients(zip(grads, self._variables))
+            skipped = self._apply(loss, tape)
             # Accuracy without the margin: label -1 means "no target" for every head.
             plain = self.head([embeddings, -tf.ones_like(labels)], training=False)
             correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(plain), labels), tf.float32))
             return tf.stack([loss, xent, reg, correct / config.batch_size, center / replicas, skipped])
+
+        return step
+
+    def _make_step(self) -> Callable:
+        strategy, step = self.strategy, self._replica_step()
 
         @tf.function
         def train_steps(iterator, count):
@@ -277,11 +309,7 @@ class Trainer:
     def _run_epoch(self, train_steps, epoch: int, done: int, rate: float, writer, stop: StopSignal) -> tuple[np.ndarray, bool]:
         """Trains epoch ``epoch`` from batch ``done`` on; (last averages, stopped by SIGTERM)."""
         config, every = self.config, self.config.checkpoint_every_n_steps
-        dataset = pipeline.distribute(
-            self.strategy, self.shards, config.batch_size, config.image_size, skip_steps=done,
-            augment=config.augment, seed=epoch_seed(config.seed, epoch), training=True,
-        )
-        iterator = iter(dataset)
+        iterator = iter(self._dataset(epoch, done))
         step, averages = int(self.step.numpy()), np.zeros(len(METRICS))
         while done < config.epoch_size:
             count = min(config.log_every_n_steps, config.epoch_size - done)
@@ -324,7 +352,7 @@ class Trainer:
 
     def _save(self) -> None:
         """Checkpoints the current state, unless a weight is no longer finite."""
-        if not bool(_all_finite(self.embedder.variables + self.head.variables)):
+        if not bool(_all_finite(self._models_variables)):
             self._diverged(f"non-finite weights after step {int(self.step.numpy())}")
         path = self.manager.save()
         logging.info("saved checkpoint %s at step %d", path, int(self.step.numpy()))

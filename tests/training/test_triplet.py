@@ -44,6 +44,7 @@ def test_hard_pair_accuracy_against_numpy():
     assert hard_pair_accuracy(tf.constant(labels), tf.constant(emb)).numpy() == pytest.approx(np.mean(hits))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mining", ["semihard", "batch_hard", "offline"])
 def test_every_mining_trains(data, tmp_path, mining):
     config = TrainConfig(

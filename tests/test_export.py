@@ -8,7 +8,9 @@ import tensorflow as tf
 
 import tfface
 from tfface.errors import UserError
-from tfface.export import META_FILE, export_saved_model, load_embedder, resolve_saved_model
+from tfface.export import META_FILE, export_saved_model, model_fingerprint
+from tfface.images import resize
+from tfface.inference import load_embedder, resolve_saved_model
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,14 @@ def test_versions_layout_and_metadata(exported):
     assert first.endswith(os.path.join("faces", "1")) and second.endswith(os.path.join("faces", "2"))
     assert sorted(os.listdir(base / "faces")) == ["1", "2"]  # no temporary directories left
     meta = json.load(open(os.path.join(second, META_FILE)))
-    assert meta == {"image_size": [32, 48], "standardization": "minus_one_to_one", "backbone": "mobilefacenet", "embedding_size": 16}
+    fingerprint = meta.pop("fingerprint")
+    assert meta == {"image_size": [32, 48], "standardization": "minus_one_to_one", "backbone": "mobilefacenet",
+                    "embedding_size": 16, "alignment": None}
+    embedder = exported[0]
+    assert fingerprint == model_fingerprint(embedder, meta) == load_embedder(second).fingerprint
+    embedder.weights[-1].assign(embedder.weights[-1] + 1.0)  # other weights, other fingerprint
+    assert model_fingerprint(embedder, meta) != fingerprint
+    embedder.weights[-1].assign(embedder.weights[-1] - 1.0)
     assert resolve_saved_model(str(base)) == second and resolve_saved_model(first) == first
 
 
@@ -52,7 +61,7 @@ def test_embed_files_resizes_photos(exported, tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (64, 96, 3)).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "a.png"), image)
     loaded = load_embedder(str(base))
-    small = cv2.cvtColor(cv2.resize(image, (48, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    small = resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (32, 48)).numpy()  # the image contract
     np.testing.assert_allclose(loaded.embed_files([str(tmp_path / "a.png")]), loaded.embed(small[None]), atol=1e-6)
 
 

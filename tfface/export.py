@@ -7,13 +7,16 @@
 * ``embed_encoded``: ``encoded`` string (B,) JPEG/PNG bytes -> the same (decoded and resized
   to the model's size in the graph).
 
-The model's standardization is inside the graph, so a client can only send raw pixels. The
-image size, standardization and backbone are stored as variables of the SavedModel and in
-``assets.extra/tfface.json``. A version directory appears atomically (saved under a
-temporary name, then renamed).
+The model's standardization is inside the graph, so a client can only send raw pixels; encoded
+images go through the image contract (:mod:`tfface.images`). The image size, standardization
+and backbone are stored as variables of the SavedModel; those, the alignment the training faces
+were made with and the model's fingerprint are in ``assets.extra/tfface.json``. A version
+directory appears atomically (saved under a temporary name, then renamed). Loading:
+:mod:`tfface.inference`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,8 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfface import images
 from tfface.errors import UserError
-from tfface.evaluation.embeddings import embed_paths
 
 META_FILE = os.path.join("assets.extra", "tfface.json")
 
@@ -47,31 +50,55 @@ class _EmbeddingModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
         def embed_encoded(encoded):
             def decode(data):
-                image = tf.io.decode_image(data, channels=3, expand_animations=False)
-                image = tf.image.resize(image, (height, width), antialias=True)
-                return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+                return images.resize(images.decode(data), (height, width))
 
-            images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
-            return embed_images(images)
+            faces = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
+            return embed_images(faces)
 
         self.embed_images = embed_images
         self.embed_encoded = embed_encoded
 
 
-def embedder_metadata(embedder: keras.Model) -> dict:
-    """Image size, standardization, backbone and embedding size recorded in an embedder."""
+def model_fingerprint(embedder: keras.Model, meta: dict) -> str:
+    """A hash of the embedder's weights and of how it reads faces (``meta`` without fingerprint).
+
+    Artifacts computed from a model's embeddings (classifiers, thresholds, facebanks) store it
+    and refuse a model whose fingerprint differs.
+    """
+    digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "fingerprint"}, sort_keys=True).encode())
+    for weight in embedder.weights:
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight), np.float32).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def embedder_metadata(embedder: keras.Model, alignment: dict | None = None) -> dict:
+    """What an exported model records about itself (``assets.extra/tfface.json``).
+
+    Image size, standardization, backbone, embedding size, the alignment its training faces were
+    made with (``{"align": "arcface"|"sphereface"|"facenet_crop", "image_size": [h, w],
+    "margin": m}``, or None when unknown) and the fingerprint of all of it plus the weights.
+    """
     _, height, width, _ = embedder.input_shape
     standardize = embedder.get_layer("standardize")
-    return {
+    meta = {
         "image_size": [int(height), int(width)],
         "standardization": standardize.standardization,
         "backbone": embedder.name.removesuffix("_embedder"),
         "embedding_size": int(embedder.output_shape[-1]),
+        "alignment": alignment,
     }
+    meta["fingerprint"] = model_fingerprint(embedder, meta)
+    return meta
 
 
-def export_saved_model(embedder: keras.Model, export_base: str, model_name: str, version: int | None = None) -> str:
-    """Writes ``export_base/model_name/<version>`` (next free integer when None); returns it."""
+def export_saved_model(
+    embedder: keras.Model, export_base: str, model_name: str, version: int | None = None, alignment: dict | None = None
+) -> str:
+    """Writes ``export_base/model_name/<version>`` (next free integer when None); returns it.
+
+    ``alignment``: how the training faces were aligned (see :func:`embedder_metadata`).
+    """
     model_dir = os.path.join(export_base, model_name)
     os.makedirs(model_dir, exist_ok=True)
     if version is None:
@@ -80,7 +107,7 @@ def export_saved_model(embedder: keras.Model, export_base: str, model_name: str,
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
         raise UserError(f"export: version directory '{final}' already exists")
-    meta = embedder_metadata(embedder)
+    meta = embedder_metadata(embedder, alignment)
     module = _EmbeddingModule(embedder, meta)
     tmp = os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
     try:
@@ -95,47 +122,3 @@ def export_saved_model(embedder: keras.Model, export_base: str, model_name: str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def resolve_saved_model(path: str) -> str:
-    """Finds the SavedModel under ``path``: a version dir, a model dir (newest version), or a
-    run dir (its ``export/<model>/<newest version>``)."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    candidates = []
-    for root, _, files in os.walk(path):
-        if "saved_model.pb" in files and os.path.basename(root).isdigit():
-            candidates.append(root)
-    if not candidates:
-        raise UserError(f"model: no SavedModel (saved_model.pb) found under '{path}'")
-    return max(candidates, key=lambda p: (os.path.dirname(p), int(os.path.basename(p))))
-
-
-class Embedder:
-    """A loaded tfface SavedModel: ``embed(uint8 images) -> L2-normalised embeddings``."""
-
-    def __init__(self, saved_model_dir: str):
-        self.path = resolve_saved_model(saved_model_dir)
-        self._model = tf.saved_model.load(self.path)
-        self._embed = self._model.signatures["serving_default"]
-        self.image_size = tuple(int(v) for v in self._model.image_size.numpy())
-        self.standardization = self._model.standardization.numpy().decode()
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (B, H, W, 3) at :attr:`image_size` -> (B, D) float32."""
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1:3] != self.image_size or images.dtype != np.uint8:
-            raise ValueError(
-                f"images: expected uint8 (B, {self.image_size[0]}, {self.image_size[1]}, 3), "
-                f"got {images.dtype} {images.shape}"
-            )
-        return self._embed(images=tf.constant(images))["embeddings"].numpy()
-
-    def embed_files(self, paths, batch_size: int = 100) -> np.ndarray:
-        """Reads, resizes and embeds image files (see :func:`tfface.evaluation.embed_paths`)."""
-        return embed_paths(self.embed, list(paths), self.image_size, batch_size)
-
-
-def load_embedder(saved_model_dir: str) -> Embedder:
-    """Loads an exported tfface SavedModel (version, model or run directory)."""
-    return Embedder(saved_model_dir)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 from tfface import cli
-from tfface.data import folders, pipeline, tfrecord
+from tfface.data import folders, pipeline, rec_source, tfrecord
 from tfface.errors import UserError, check_dir, check_positive
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
@@ -30,7 +30,8 @@ from tfface.training import OPTIMIZERS, STRATEGIES
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data_dir", None, "TFRecord directory, or identity folders (data_dir/<name>/<images>).")
+flags.DEFINE_string("data_dir", None, "TFRecord directory, InsightFace .rec directory (train.rec, train.idx), "
+                    "or identity folders (data_dir/<name>/<images>).")
 flags.DEFINE_string("models_base_dir", "runs", "Run directories are created under this directory.")
 flags.DEFINE_string("logs_base_dir", "", "TensorBoard logs directory base (default: inside the run directory).")
 flags.DEFINE_string("subdir", "", "Run directory name (default: a timestamp); an existing one is resumed.")
@@ -97,7 +98,7 @@ def parse_kwargs(items: list[str], flag: str) -> dict:
 def _training_data(data_dir: str, run_dir: str) -> str:
     """A TFRecord directory for ``data_dir`` (identity folders are converted into the run dir)."""
     check_dir(data_dir, "data_dir")
-    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)):
+    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)) or rec_source.is_rec_dir(data_dir):
         return data_dir
     converted = os.path.join(run_dir, "tfrecords")
     if os.path.isfile(os.path.join(converted, tfrecord.INFO_FILE)):

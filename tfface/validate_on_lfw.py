@@ -20,7 +20,7 @@ from absl import flags
 from tfface import cli
 from tfface.errors import UserError, check_dir, check_positive
 from tfface.evaluation.lfw import evaluate_pairs
-from tfface.export import load_embedder
+from tfface.inference import load_embedder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("lfw_pairs", "", "The file containing the pairs to use (default: <lfw_dir>/pairs.txt).")

@@ -1,7 +1,9 @@
 """Reading photos robustly: EXIF orientation, grey/alpha/16-bit/CMYK inputs, huge and broken files.
 
 Everything returns RGB ``uint8`` arrays of shape (H, W, 3). :func:`load_photo` never raises for a
-bad file: it reports what it found, so a dataset run can skip and count it.
+bad file: it reports what it found, so a dataset run can skip and count it. Formats are sniffed
+by :func:`tfface.images.sniff` (PGM/PPM included), and the pixels equal those of the image
+contract, :func:`tfface.images.load` (``tests/test_images.py`` checks it on real photos).
 """
 from __future__ import annotations
 
@@ -13,20 +15,9 @@ import cv2
 import numpy as np
 
 from tfface.errors import UserError
+from tfface.images import sniff
 
 HUGE_PIXELS = 40_000_000  # photos at least this big are decoded at reduced resolution
-_MAGIC = {
-    b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF8": "gif", b"BM": "bmp",
-    b"II*\x00": "tiff", b"MM\x00*": "tiff", b"RIFF": "webp",
-}
-
-
-def image_format(data: bytes) -> str | None:
-    """The format named by the file's first bytes, or None when it is not a known image."""
-    for magic, name in _MAGIC.items():
-        if data.startswith(magic):
-            return name
-    return None
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
@@ -131,7 +122,7 @@ def load_photo(path: str, max_pixels: int = HUGE_PIXELS) -> Photo:
         return Photo(None, "unreadable", (str(err),), 1.0)
     if not data:
         return Photo(None, "empty", (), 1.0)
-    if image_format(data) is None:
+    if sniff(data) is None:
         return Photo(None, "not_an_image", (), 1.0)
     try:
         image, notes, scale = _decode(data, max_pixels)

@@ -44,14 +44,6 @@ def test_evaluation_pass_is_ordered_complete_and_unaugmented(shards):
     np.testing.assert_array_equal(batches[0][0], again[0][0])
 
 
-def test_grey_png_decodes_to_rgb():
-    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    image = pipeline.decode_image(cv2.imencode(".png", grey)[1].tobytes()).numpy()
-    assert image.shape == (3, 4, 3)
-    for c in range(3):
-        np.testing.assert_array_equal(image[..., c], grey)
-
-
 def test_rotate_matches_opencv():
     rng = np.random.default_rng(1)
     image = cv2.GaussianBlur(rng.uniform(0, 255, (31, 41, 3)).astype(np.float32), (0, 0), 2)

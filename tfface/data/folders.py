@@ -12,14 +12,15 @@ import math
 import os
 from typing import Sequence
 
-import cv2
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
+from tfface import images
 from tfface.data import tfrecord
 from tfface.errors import UserError, check_choice, check_dir
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp")
 SPLIT_MODES = ("SPLIT_CLASSES", "SPLIT_IMAGES")
 REPORT_FILE = "conversion_report.json"
 
@@ -111,29 +112,25 @@ def split_by_count(
 def read_image_file(path: str) -> tuple[bytes, str, int, int]:
     """Validates one image file and returns ``(encoded, format, height, width)`` for the schema.
 
-    JPEG and PNG files that are 8-bit grey or colour keep their original bytes; anything else
-    that OpenCV can decode (PGM, BMP, 16-bit, alpha, CMYK...) is converted to 8-bit BGR and
-    re-encoded as PNG. EXIF orientation is applied (re-encoded) when present.
+    JPEGs and 8-bit grey/RGB PNGs keep their original bytes (:func:`tfface.images.decode` turns
+    a JPEG upright by its EXIF orientation when it is read); anything else OpenCV or TF decodes
+    (PGM, BMP, TIFF, 16-bit, alpha...) is stored as the 8-bit RGB PNG of what
+    :func:`tfface.images.decode` makes of it. ``height``/``width`` are those of the upright image.
     Raises ``ValueError`` with the reason when the file cannot be used.
     """
     with open(path, "rb") as f:
         raw = f.read()
-    if not raw:
-        raise ValueError("empty file")
-    buf = np.frombuffer(raw, np.uint8)
-    unchanged = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
-    if unchanged is None or unchanged.size == 0:
-        raise ValueError("not a decodable image")
-    colour = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies EXIF orientation, drops alpha, 8-bit
-    height, width = colour.shape[:2]
-    fmt = "jpeg" if raw[:3] == b"\xff\xd8\xff" else "png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else None
-    plain = unchanged.dtype == np.uint8 and (unchanged.ndim == 2 or unchanged.shape[2] == 3)
-    if fmt and plain and unchanged.shape[:2] == (height, width):
-        return raw, fmt, height, width
-    ok, png = cv2.imencode(".png", colour)
-    if not ok:
-        raise ValueError("could not re-encode as PNG")
-    return png.tobytes(), "png", height, width
+    data = images.canonical_bytes(raw)
+    try:
+        image = images.decode(data)
+    except tf.errors.InvalidArgumentError:
+        raise ValueError("corrupt image data") from None
+    height, width = int(image.shape[0]), int(image.shape[1])
+    fmt = images.sniff(data)
+    plain_png = fmt == "png" and data[24:26] in (b"\x08\x00", b"\x08\x02")  # IHDR: 8-bit grey / RGB
+    if fmt == "jpeg" or plain_png:
+        return data, fmt, height, width
+    return tf.io.encode_png(image).numpy(), "png", height, width
 
 
 def dataset_to_tfrecords(
@@ -182,6 +179,6 @@ def dataset_to_tfrecords(
 def _try_read(path: str) -> tuple[bytes, str, int, int] | str:
     try:
         return read_image_file(path)
-    except (OSError, ValueError, cv2.error) as err:
+    except (OSError, ValueError) as err:
         return str(err) or type(err).__name__
 

@@ -117,17 +117,7 @@ def pk_dataset(
     """
     pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    files = tf.data.Dataset.from_tensor_slices(list(shards))
-    shard_files = len(shards) >= pipelines
-    if pipelines > 1 and shard_files:
-        files = files.shard(pipelines, pipeline_id)
-    files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True).repeat()
-    records = files.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(shards), 8), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    if pipelines > 1 and not shard_files:
-        records = records.shard(pipelines, pipeline_id)
-    records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    records = pipeline._tfrecords(shards, True, seed, shuffle_buffer, pipelines, pipeline_id)  # noqa: SLF001  (the same stream)
     label_feature = {"image/class/label": tfrecord.FEATURE_SPEC["image/class/label"]}
     windows = records.group_by_window(
         key_func=lambda record: tf.io.parse_single_example(record, label_feature)["image/class/label"],

@@ -3,23 +3,17 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 from absl import logging
 
-from tfface.errors import UserError
+from tfface import images
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
 
 def load_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
-    """Reads one photo as RGB uint8 (H, W, 3) at ``image_size`` (EXIF orientation applied)."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"cannot read image '{path}' (missing, corrupt or not an image)")
-    if image.shape[:2] != tuple(image_size):
-        image = cv2.resize(image, (image_size[1], image_size[0]), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """Reads one photo as RGB uint8 at ``image_size`` through the image contract (:mod:`tfface.images`)."""
+    return images.load(path, image_size)
 
 
 def embed_paths(

@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 
+from tfface.data.folders import IMAGE_EXTENSIONS
 from tfface.errors import UserError, check_file
 
-EXTENSIONS = ("jpg", "png", "jpeg")
+EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # every format the image contract reads
 
 
 def read_pairs(path: str) -> list[list[str]]:

@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfface import heads, losses, models
-from tfface.data import pipeline, tfrecord
+from tfface.data import pipeline, rec_source
 from tfface.errors import UserError
 from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
@@ -122,8 +122,7 @@ class Trainer:
         logging.info(
             "strategy %s: %d replica(s) in sync", type(self.strategy).__name__, self.strategy.num_replicas_in_sync
         )
-        self.info = tfrecord.read_dataset_info(config.data_dir)
-        self.shards = tfrecord.list_shards(config.data_dir)
+        self.info, self.shards = rec_source.data_source(config.data_dir)  # TFRecord shards or a .rec dir
         self.num_classes = int(self.info["num_classes"])
         self.schedule = read_schedule_file(config.learning_rate_schedule_file) if config.learning_rate_schedule_file else None
         with self.strategy.scope():

@@ -69,6 +69,8 @@ class TripletTrainer(Trainer):
                 f"{options.people_per_batch} x {options.images_per_person}"
             )
         super().__init__(dataclasses.replace(config, batch_size=options.people_per_batch * options.images_per_person))
+        if isinstance(self.shards, str):
+            raise UserError(f"--data_dir: triplet training reads TFRecord shards, not the .rec directory '{self.shards}'")
         if options.people_per_batch % self.strategy.num_replicas_in_sync:
             raise UserError(
                 f"--people_per_batch={options.people_per_batch}: expected a multiple of the "

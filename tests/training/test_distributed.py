@@ -65,7 +65,12 @@ def test_two_workers_train_one_model(data, tmp_path):
     chief = helpers.checkpoint_arrays(str(run_dir / "checkpoints"))
     other = helpers.checkpoint_arrays(str(run_dir / "checkpoints-worker-1"))
     assert helpers.state_value(chief, "step") == 8
-    differing = sorted(k for k in chief if np.issubdtype(chief[k].dtype, np.floating) and not np.array_equal(chief[k], other[k]))
+    # Both workers hold the same weights and optimizer state. Keras' BatchNorm moving statistics
+    # (aggregation "none") are each replica's estimate from its own batches, so they may differ.
+    differing = sorted(
+        k for k in chief
+        if np.issubdtype(chief[k].dtype, np.floating) and "moving_" not in k and not np.array_equal(chief[k], other[k])
+    )
     assert not differing, [(k, chief[k].shape, float(np.max(np.abs(chief[k] - other[k])))) for k in differing][:20]
     losses = helpers.scalars(str(run_dir / "logs"), "train/loss")  # means over steps 1-4 and 5-8
     assert len(losses) == 2 and losses[1] < losses[0], losses

@@ -273,14 +273,14 @@ def align_dataset(
             report["skipped_files"].append({"path": rel, "reason": status})
     if want_records:
         report["tfrecord"] = _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment,
-                                           rebuild=bool(todo), writer=ShardedWriter)
+                                           rebuild=bool(todo), writer=ShardedWriter, margin=margin)
     from tfface.data.tfrecord import write_json_atomic
 
     write_json_atomic(os.path.join(output_dir, "align_report.json"), report)
     return report
 
 
-def _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment, rebuild, writer) -> dict:
+def _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment, rebuild, writer, margin) -> dict:
     """(Re)builds the shards from every run's journal, without duplicates."""
     import tensorflow as tf
 
@@ -296,7 +296,8 @@ def _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment,
     records = _read_journal(sorted(glob.glob(os.path.join(state_dir, "journal-*.tfrecord"))))
     old = set(glob.glob(os.path.join(tfrecord_dir, "data-*-of-*.tfrecord")))
     with writer(tfrecord_dir, num_shards, classes, size, alignment,
-                extra_info={"num_shards_requested": num_shards, "producer": "tfface_align.align_dataset_mtcnn"}) as out:
+                extra_info={"num_shards_requested": num_shards, "producer": "tfface_align.align_dataset_mtcnn",
+                            "margin": margin}) as out:
         for raw in records:
             example = tf.train.Example.FromString(raw)
             feature = example.features.feature

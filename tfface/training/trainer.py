@@ -23,13 +23,14 @@ import tensorflow as tf
 from absl import logging
 
 from tfface import heads, losses, models
-from tfface.data import pipeline, rec_source
+from tfface.data import pipeline, rec_source, tfrecord
 from tfface.errors import UserError
 from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
 from tfface.training.preemption import StopSignal
 from tfface.training.schedules import learning_rate_for_epoch, read_schedule_file
 from tfface.training.strategy import get_strategy, is_chief
+from tfface.training.warm_start import load_backbone_weights
 
 
 @dataclasses.dataclass
@@ -44,6 +45,8 @@ class TrainConfig:
     standardization: str = "fixed_image_standardization"
     head: str = "arcface"
     head_kwargs: dict = dataclasses.field(default_factory=dict)
+    partial_fc: bool = False  # shard the head's centres over the replicas (heads.PartialFC)
+    sample_rate: float = 1.0  # Partial FC: share of each shard's centres used per step
     batch_size: int = 90
     epoch_size: int = 1000
     max_nrof_epochs: int = 10
@@ -67,6 +70,7 @@ class TrainConfig:
     model_name: str = ""
     log_dir: str = ""  # TensorBoard logs; default <run_dir>/logs
     evaluate: Callable[[keras.Model, int], dict] | None = None  # called after each epoch
+    pretrained_model: str = ""  # a fresh run starts its backbone from this run/export (warm_start)
 
 
 @dataclasses.dataclass
@@ -140,6 +144,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self._variables)
+            if config.partial_fc:
+                self.head.build_optimizer(self.optimizer)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")  # batches done in `epoch`
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # batches done in all
@@ -167,6 +173,8 @@ class Trainer:
     def _build_head(self) -> keras.layers.Layer | None:
         """The classification head (None: the loss needs none, e.g. triplet training)."""
         head = heads.get_head(self.config.head, self.num_classes, **self.config.head_kwargs)
+        if self.config.partial_fc:
+            head = heads.PartialFC(head, self.config.sample_rate, self.strategy, seed=self.config.seed)
         head.build([(None, self.config.embedding_size), (None,)])
         return head
 
@@ -191,31 +199,38 @@ class Trainer:
             return self.config.learning_rate
         return learning_rate_for_epoch(self.schedule, epoch)
 
-    def _apply(self, loss: tf.Tensor, tape: tf.GradientTape) -> tf.Tensor:
-        """Applies the gradients of ``loss``; 1.0 when the loss-scale optimizer skipped the step."""
+    def _apply(self, loss: tf.Tensor, tape: tf.GradientTape, shard: list = ()) -> tf.Tensor:
+        """Applies the gradients of ``loss`` (``shard``: this replica's Partial FC centres, updated
+        locally); 1.0 when the loss-scale optimizer skipped the step."""
         scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
-        grads = tape.gradient(scaled, self._variables)
+        grads = tape.gradient(scaled, self._variables + list(shard))
         skipped = tf.constant(0.0)  # the loss-scale optimizer skips steps whose gradients overflow
         if self.loss_scaling:
             skipped = 1.0 - tf.cast(_all_finite([g for g in grads if g is not None]), tf.float32)
         self.optimizer.apply_gradients(zip(grads, self._variables))
+        if shard:
+            self.head.apply_local_gradients(grads[len(self._variables):], self.optimizer.learning_rate)
         return skipped
 
-    def _regularization(self) -> tf.Tensor:
-        """This replica's share of the weight decay."""
-        return self.config.weight_decay * _kernel_l2(self._variables) / self.strategy.num_replicas_in_sync
+    def _regularization(self, shard: list = ()) -> tf.Tensor:
+        """This replica's share of the weight decay (all of it for its own Partial FC centres)."""
+        replicated = _kernel_l2(self._variables) / self.strategy.num_replicas_in_sync
+        return self.config.weight_decay * (replicated + sum(map(tf.nn.l2_loss, shard)))
 
     def _replica_step(self) -> Callable:
         """``step(images, labels)`` on one replica: trains, returns the METRICS + [skipped]."""
         config, replicas = self.config, self.strategy.num_replicas_in_sync
 
         def step(images, labels):
+            shard = self.head.local_variables() if config.partial_fc else []  # this replica's centres
             with tf.GradientTape() as tape:
                 embeddings = self.embedder(images, training=True)
-                logits = self.head([embeddings, labels], training=True)
-                per_example = heads.head_loss(labels, logits)
+                if config.partial_fc:
+                    per_example, predictions = self.head.loss_and_predictions(embeddings, labels)
+                else:
+                    per_example = heads.head_loss(labels, self.head([embeddings, labels], training=True))
                 xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-                reg = self._regularization()
+                reg = self._regularization(shard)
                 center = tf.constant(0.0)
                 if self.center_loss is not None:
                     center = self.center_loss(embeddings, labels, training=True)
@@ -224,10 +239,10 @@ class Trainer:
                     norm = losses.prelogits_norm_loss(embeddings, config.prelogits_norm_p)
                     extra += config.prelogits_norm_loss_factor * norm
                 loss = xent + reg + extra / replicas  # extra terms are per-replica batch means
-            skipped = self._apply(loss, tape)
-            # Accuracy without the margin: label -1 means "no target" for every head.
-            plain = self.head([embeddings, -tf.ones_like(labels)], training=False)
-            correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(plain), labels), tf.float32))
+            skipped = self._apply(loss, tape, shard)
+            if not config.partial_fc:  # accuracy without the margin: label -1 means "no target" for every head
+                predictions = heads.head_predictions(self.head([embeddings, -tf.ones_like(labels)], training=False))
+            correct = tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32))
             return tf.stack([loss, xent, reg, correct / config.batch_size, center / replicas, skipped])
 
         return step
@@ -259,6 +274,8 @@ class Trainer:
         config = self.config
         restored = self.manager.restore_or_initialize()
         self._check_stream(restored)
+        if not restored and config.pretrained_model:
+            logging.info("backbone weights from %s", load_backbone_weights(self.embedder, config.pretrained_model))
         start_epoch, done = int(self.epoch.numpy()), int(self.epoch_step.numpy())
         if restored:
             logging.info("resumed from %s at epoch %d, step %d", restored, start_epoch, int(self.step.numpy()))
@@ -291,7 +308,8 @@ class Trainer:
         export_dir = None
         if self.chief and not interrupted:
             export_base = os.path.join(config.run_dir, "export")
-            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def)
+            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def,
+                                            alignment=tfrecord.alignment_settings(self.info))
             logging.info("exported the embedder to %s", export_dir)
         return TrainResult(
             run_dir=config.run_dir,

@@ -1,0 +1,47 @@
+"""TFLite parity (LiteRT interpreter) of every registered backbone on real aligned faces."""
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tfface
+import tfface_align
+from tfface.export import tflite
+from tfface.images import load, resize
+
+# Smallest input each family accepts (tiny inputs keep the battery cheap); default 32x32.
+SIZES = {"inception_resnet_v1": 80, "seqface_resnet27": 48}
+PHOTOS = ("img12.jpg", "img25.jpg")
+
+
+@pytest.fixture(scope="module")
+def aligned(faces_dir):
+    """ArcFace-aligned 112x112 faces of two real photos (uint8)."""
+    detector = tfface_align.MTCNN(min_face_size=40)
+    faces = []
+    for name in PHOTOS:
+        image = load(os.path.join(faces_dir, name))
+        found = detector.detect(image)
+        faces.append(tfface_align.align(image, found.landmarks[0], "arcface"))
+    return np.stack(faces)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", tfface.models.list_backbones())
+def test_tflite_matches_keras(backbone, aligned, tmp_path):
+    side = SIZES.get(backbone, 32)
+    embedder = tfface.models.build_embedder(backbone, (side, side), 16, "fixed_image_standardization")
+    faces = resize(aligned, (side, side)).numpy()
+    expected = keras.ops.convert_to_numpy(embedder(faces.astype(np.float32), training=False))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    paths = tflite.export_tflite(embedder, str(tmp_path))
+    cosines = {}
+    for quantization, path in paths.items():
+        assert path == os.path.join(str(tmp_path), "tflite", tflite.FILES[quantization])
+        cosines[quantization] = float((tflite.run_tflite(path, faces) * expected).sum(1).min())
+    print(f"\n| {backbone} | {side}x{side} | {cosines['float32']:.6f} | {cosines['int8']:.4f} |")
+    assert cosines["float32"] >= 0.999 and cosines["int8"] >= 0.99
+    with pytest.raises(tfface.errors.UserError, match="expected uint8"):
+        tflite.run_tflite(paths["float32"], faces.astype(np.float32))
+    keras.backend.clear_session()

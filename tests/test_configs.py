@@ -17,7 +17,7 @@ RECIPES = sorted(os.path.basename(r) for r in glob.glob(os.path.join(ROOT, "conf
 _CHECK = r"""
 import json, sys
 from absl import flags
-from tfface import train_softmax
+from tfface import train_softmax, train_tripletloss  # noqa: F401  (defines the triplet flags)
 from tfface.training import read_schedule_file
 results = {}
 for recipe in sys.argv[2:]:

@@ -11,8 +11,10 @@ model is evaluated on the pairs after every epoch, printing facenet's result lin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
+from typing import Callable
 
 import tensorflow as tf
 from absl import flags, logging
@@ -24,7 +26,7 @@ from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
 from tfface.heads.partial_fc import check_partial_fc
-from tfface.models import list_backbones
+from tfface.models import has_dropout, list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
 
@@ -67,8 +69,11 @@ flags.DEFINE_integer("seed", 666, "Random seed (data order and augmentation are 
 flags.DEFINE_integer("min_nrof_images_per_class", 1, "Identity folders with fewer images are ignored.")
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (testing 'mirrored' on CPU).")
-flags.DEFINE_boolean("mixed_precision", False, "Train with the mixed_float16 policy.")
+flags.DEFINE_boolean("mixed_precision", False, "Mixed precision: mixed_bfloat16 under --strategy=tpu, else mixed_float16.")
+flags.DEFINE_string("tpu", "", "TPU name or grpc://address for --strategy=tpu (default: the local TPU).")
 flags.DEFINE_integer("log_every_n_steps", 10, "Print progress every N steps.")
+flags.DEFINE_integer("checkpoint_every_n_steps", 0, "Also checkpoint every N steps within epochs (0: at epoch ends only).")
+flags.DEFINE_boolean("deterministic", False, "TF op determinism: the same flags give bit-identical weights (slower).")
 flags.DEFINE_string("lfw_dir", "", "Aligned LFW-layout images to evaluate on after every epoch.")
 flags.DEFINE_string("lfw_pairs", "", "LFW pairs file (default: lfw_dir/pairs.txt).")
 flags.DEFINE_integer("lfw_batch_size", 100, "Batch size for the LFW evaluation.")
@@ -129,6 +134,9 @@ def _validate_flags() -> None:
         raise UserError(f"--keep_probability: expected a value in (0, 1], got {FLAGS.keep_probability}")
     if FLAGS.model_def not in list_backbones():
         raise UserError(f"--model_def: expected one of {list_backbones()}, got {FLAGS.model_def!r}")
+    if FLAGS.keep_probability < 1.0 and not has_dropout(FLAGS.model_def):
+        raise UserError(f"--keep_probability: {FLAGS.model_def} has no dropout, expected 1.0, got {FLAGS.keep_probability}")
+    check_positive(FLAGS.checkpoint_every_n_steps, "--checkpoint_every_n_steps", allow_zero=True)
     if FLAGS.lfw_dir:
         check_dir(FLAGS.lfw_dir, "--lfw_dir")
     if FLAGS.eval_bins:
@@ -140,16 +148,18 @@ def _validate_flags() -> None:
 def _write_flags(run_dir: str, subdir: str) -> None:
     """Stores this module's flags (with the actual subdir) so the run can be resumed/reproduced."""
     lines = [f"--subdir={subdir}"]
-    for flag in FLAGS.get_flags_for_module(sys.modules[__name__]):
-        if flag.name != "subdir":
-            lines.append(flag.serialize())
+    for module in dict.fromkeys([__name__, "__main__"]):  # __main__: e.g. train_tripletloss' own flags
+        for flag in FLAGS.get_flags_for_module(module):
+            if flag.name != "subdir":
+                lines.append(flag.serialize())
     path = os.path.join(run_dir, "flags.txt")
     with open(f"{path}.tmp-{os.getpid()}", "w") as f:
         f.write("\n".join(line for line in lines if line) + "\n")
     os.replace(f"{path}.tmp-{os.getpid()}", path)
 
 
-def main(argv) -> None:
+def main(argv, make_trainer: Callable | None = None) -> None:
+    """Trains with :class:`Trainer`, or ``make_trainer(config)`` (train_tripletloss)."""
     from tfface.training import TrainConfig, Trainer, configure_cpu_devices
 
     if len(argv) > 1:
@@ -212,15 +222,21 @@ def main(argv) -> None:
         augment=pipeline.Augment(FLAGS.random_crop, FLAGS.random_flip, FLAGS.random_rotate),
         seed=FLAGS.seed,
         strategy=FLAGS.strategy,
+        tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision,
         log_every_n_steps=FLAGS.log_every_n_steps,
+        checkpoint_every_n_steps=FLAGS.checkpoint_every_n_steps,
+        deterministic=FLAGS.deterministic,
         model_name=FLAGS.model_name,
         log_dir=os.path.join(os.path.expanduser(FLAGS.logs_base_dir), subdir) if FLAGS.logs_base_dir else "",
         evaluate=evaluate,
         pretrained_model=FLAGS.pretrained_model,
     )
-    result = Trainer(config).train()
+    result = (make_trainer or Trainer)(config).train()
     print(f"Run directory: {result.run_dir}")
+    if result.interrupted:  # exit as if killed by SIGTERM, so schedulers restart (and thereby resume) the job
+        print(f"Interrupted by SIGTERM at step {result.steps}; checkpoint saved, rerun the same command to resume")
+        sys.exit(128 + signal.SIGTERM)
     print(f"Exported model: {result.export_dir}")
     print(f"Final training loss {result.final_loss:.4f}, accuracy {result.final_accuracy:.4f}")
 

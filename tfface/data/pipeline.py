@@ -97,6 +97,7 @@ def make_dataset(
     shuffle_buffer: int = 4096,
     input_context: tf.distribute.InputContext | None = None,
     drop_remainder: bool | None = None,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Builds the ``(images, labels)`` dataset; infinite and shuffled when ``training``.
 
@@ -111,6 +112,8 @@ def make_dataset(
         shuffle_buffer: examples held for shuffling.
         input_context: from ``strategy.distribute_datasets_from_function``; shards the input.
         drop_remainder: defaults to ``training``.
+        skip: examples of this input pipeline to pass over before decoding (resuming
+            mid-epoch: the rest of the stream is exactly what follows them).
     """
     if seed is None:
         seed = int(tf.random.uniform([], 0, 2**31 - 1, tf.int64).numpy())
@@ -121,7 +124,7 @@ def make_dataset(
         records = rec_source.read_records(shards, training, seed, pipelines, pipeline_id)
     else:
         records = _tfrecords(shards, training, seed, shuffle_buffer, pipelines, pipeline_id)
-    examples = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed).batch(2))
+    examples = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed).batch(2)).skip(skip)
     augment = augment if training else None
 
     def parse(record, example_seed):
@@ -165,12 +168,18 @@ def distribute(
     shards: Sequence[str],
     global_batch_size: int,
     image_size: tuple[int, int],
+    skip_steps: int = 0,
     **kwargs,
 ) -> tf.distribute.DistributedDataset:
-    """:func:`make_dataset` per input pipeline, batched per replica, for ``strategy.run``."""
+    """:func:`make_dataset` per input pipeline, batched per replica, for ``strategy.run``.
+
+    ``skip_steps``: global batches already consumed (each pipeline feeds its replicas one
+    per-replica batch each, so it passes over ``skip_steps * global_batch_size / pipelines``).
+    """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         per_replica = context.get_per_replica_batch_size(global_batch_size)
-        return make_dataset(shards, per_replica, image_size, input_context=context, **kwargs)
+        skip = skip_steps * global_batch_size // context.num_input_pipelines
+        return make_dataset(shards, per_replica, image_size, input_context=context, skip=skip, **kwargs)
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -1,4 +1,4 @@
-"""Batch samplers: the sequence-aware sampler of SeqFace.
+"""Batch samplers: the sequence-aware sampler of SeqFace, and P x K identity batches (triplets).
 
 SeqFace (https://arxiv.org/abs/1803.06524) trains on labelled identity images together with
 frames of unlabelled face sequences (``image/sequence_id >= 0`` in the TFRecord schema, -1
@@ -7,9 +7,12 @@ the DSA loss sees frames of a sequence together.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
+import tensorflow as tf
+
+from tfface.data import pipeline, tfrecord
 
 
 class SequenceAwareSampler:
@@ -90,3 +93,43 @@ class SequenceAwareSampler:
         for b in range(len(self)):
             part = labelled[b * self.num_labelled : (b + 1) * self.num_labelled]
             yield np.concatenate([part, self._frames()]).astype(np.int64)
+
+
+def pk_dataset(
+    shards: Sequence[str],
+    people_per_batch: int,
+    images_per_person: int,
+    image_size: tuple[int, int],
+    augment: pipeline.Augment | None = None,
+    seed: int = 0,
+    skip: int = 0,
+    shuffle_buffer: int = 4096,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """Infinite P x K batches for triplet training, as facenet's ``sample_people``.
+
+    Every batch holds ``images_per_person`` (K) images of each of ``people_per_batch`` (P)
+    identities, one identity after the other: the shuffled record stream is grouped by label
+    (``group_by_window``) into windows of K images, and P windows make a batch. An identity with
+    fewer than K images fills its window from the next pass over the data (repeats); two windows
+    of one identity may fall into the same batch. Deterministic given ``seed``; ``skip`` examples
+    (whole batches: a multiple of P x K) are passed over before decoding.
+    """
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    records = pipeline._tfrecords(shards, True, seed, shuffle_buffer, pipelines, pipeline_id)  # noqa: SLF001  (the same stream)
+    label_feature = {"image/class/label": tfrecord.FEATURE_SPEC["image/class/label"]}
+    windows = records.group_by_window(
+        key_func=lambda record: tf.io.parse_single_example(record, label_feature)["image/class/label"],
+        reduce_func=lambda _, window: window.batch(images_per_person, drop_remainder=True),
+        window_size=images_per_person,
+    )
+    examples = tf.data.Dataset.zip(windows.unbatch(), tf.data.Dataset.random(seed=seed).batch(2)).skip(skip)
+
+    def parse(serialized, example_seed):
+        features = tfrecord.parse_example(serialized)
+        image = pipeline.preprocess(features["image/encoded"], image_size, augment, example_seed)
+        return image, tf.cast(features["image/class/label"], tf.int32)
+
+    examples = examples.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return examples.batch(people_per_batch * images_per_person, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfface.errors import check_choice
+from tfface.errors import UserError, check_choice
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -17,9 +17,10 @@ def configure_cpu_devices(count: int) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
-def get_strategy(name: str = "default") -> tf.distribute.Strategy:
+def get_strategy(name: str = "default", tpu: str = "") -> tf.distribute.Strategy:
     """``default`` (one device), ``mirrored`` (all local GPUs, else all logical CPUs),
-    ``multi_worker`` (reads ``TF_CONFIG``), ``tpu``."""
+    ``multi_worker`` (reads ``TF_CONFIG``), ``tpu`` (``tpu``: the TPU's name or
+    ``grpc://host:port`` address; empty on a TPU VM or where the environment names it)."""
     check_choice(name, STRATEGIES, "strategy")
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
@@ -28,11 +29,19 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        resolver = tpu_resolver(tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     return tf.distribute.get_strategy()
+
+
+def tpu_resolver(tpu: str = "") -> tf.distribute.cluster_resolver.TPUClusterResolver:
+    """The cluster resolver of TPU ``tpu``; a :class:`UserError` naming it when none is found."""
+    try:
+        return tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+    except (ValueError, RuntimeError, OSError) as err:  # OSError: an unknown TPU name (metadata lookup)
+        raise UserError(f"--tpu: no TPU found for {tpu or '(default)'!r}: {err}") from None
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

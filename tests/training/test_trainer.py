@@ -1,0 +1,120 @@
+"""The Trainer in-process: seeded initialisation, learning, the NaN guard, skipped fp16 steps,
+dropout plumbing and the precision/TPU choices."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.training import helpers
+from tfface.data.synthetic import write_train_split
+from tfface.errors import UserError
+from tfface.models import get_backbone, has_dropout, list_backbones
+from tfface.training import TrainConfig, Trainer
+from tfface.training.strategy import tpu_resolver
+from tfface.training.trainer import NonFiniteLossError, precision_policy
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic") / "train"
+    write_train_split(str(path), range(6), 8, seed=2, num_shards=2)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def _config(data, run_dir, **kwargs):
+    defaults = dict(
+        model_def="mobilefacenet", image_size=(32, 32), embedding_size=16, batch_size=12, epoch_size=4,
+        max_nrof_epochs=1, log_every_n_steps=2, head_kwargs={"scale": 16.0, "margin": 0.2}, optimizer="MOM",
+    )
+    return TrainConfig(data_dir=data, run_dir=str(run_dir), **{**defaults, **kwargs})
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.embedder.weights + trainer.head.weights]
+
+
+def test_seed_fixes_the_initial_weights(data, tmp_path):
+    first = _weights(Trainer(_config(data, tmp_path / "a", seed=5)))
+    again = _weights(Trainer(_config(data, tmp_path / "b", seed=5)))
+    other = _weights(Trainer(_config(data, tmp_path / "c", seed=6)))
+    assert len(first) == len(again) > 100
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(first, other))
+
+
+@pytest.mark.slow
+def test_trainer_learns_the_synthetic_identities(data, tmp_path):
+    result = Trainer(_config(data, tmp_path, epoch_size=10, max_nrof_epochs=4, learning_rate=0.05, log_every_n_steps=10)).train()
+    # 6 identities: chance is 1/6; the last 10 steps' training accuracy (margin-free) must be far above.
+    print(f"Trainer on 6 synthetic identities: accuracy {result.final_accuracy:.3f}, loss {result.final_loss:.3f}")
+    assert result.final_accuracy >= 0.6 and result.steps == 40 and result.epochs_run == 4
+    assert os.path.isfile(os.path.join(result.export_dir, "saved_model.pb"))
+
+
+def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(data, tmp_path):
+    schedule = tmp_path / "lr.txt"
+    schedule.write_text("0: 0.01\n1: 1e30\n")  # epoch 2 explodes
+    trainer = Trainer(_config(data, tmp_path / "run", max_nrof_epochs=3, learning_rate_schedule_file=str(schedule),
+                              log_every_n_steps=1, checkpoint_every_n_steps=1))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite (loss at step \d+ \(epoch 2|weights after step \d+).* last good checkpoint is .*ckpt-\d+") as err:
+        trainer.train()
+    assert isinstance(err.value, UserError)  # the CLIs print it as one line
+    checkpoints = str(tmp_path / "run" / "checkpoints")
+    assert tf.train.latest_checkpoint(checkpoints) in str(err.value)
+    saved = helpers.checkpoint_arrays(checkpoints)
+    assert all(np.all(np.isfinite(v)) for v in saved.values() if np.issubdtype(v.dtype, np.floating))
+    assert helpers.state_value(saved, "step") >= 4  # epoch 1 was saved; nothing after the explosion
+    assert not os.path.exists(tmp_path / "run" / "export")
+
+
+def test_mixed_precision_counts_skipped_steps(data, tmp_path):
+    trainer = Trainer(_config(data, tmp_path, mixed_precision=True, epoch_size=6, log_every_n_steps=3))
+    assert trainer.policy == "mixed_float16"
+    trainer.optimizer.dynamic_scale.assign(2.0**120)  # every float16 gradient overflows until the scale drops
+    before = [v.numpy() for v in trainer.embedder.trainable_weights]
+    result = trainer.train()
+    assert result.steps == 6 and result.skipped_steps == 6  # skipped, counted, not a failure
+    after = [v.numpy() for v in trainer.embedder.trainable_weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # no update was applied
+    assert float(trainer.optimizer.dynamic_scale.numpy()) == 2.0 ** (120 - 6)
+    saved = helpers.checkpoint_arrays(str(tmp_path / "checkpoints"))
+    assert helpers.state_value(saved, "skipped_steps") == 6
+
+
+def test_backbones_without_dropout_reject_keep_probability_below_one():
+    assert {n for n in list_backbones() if has_dropout(n)} == {"inception_resnet_v1", "ir_50", "ir_100", "ir_se_50", "ir_se_100"}
+    for name in (n for n in list_backbones() if not has_dropout(n)):
+        with pytest.raises(ValueError, match=f"backbone '{name}' has no dropout: keep_probability must be 1.0, got 0.8"):
+            get_backbone(name, keep_probability=0.8)
+    net = get_backbone("mobilefacenet", input_shape=(32, 32, 3), embedding_size=8, keep_probability=1.0)
+    assert not [layer for layer in net.layers if isinstance(layer, keras.layers.Dropout)]
+
+
+@pytest.mark.parametrize("name, shape", [("ir_50", (32, 32, 3)), ("inception_resnet_v1", (80, 80, 3))])
+def test_keep_probability_is_the_keep_rate_of_every_dropout_family(name, shape):
+    """One class per family (the IR variants share theirs); 1.0 turns dropout off."""
+    images = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    for keep in (1.0, 0.3):
+        net = get_backbone(name, input_shape=shape, embedding_size=8, keep_probability=keep)
+        assert net.get_layer("dropout").rate == pytest.approx(1.0 - keep)
+        first, second = (net(images, training=True).numpy() for _ in range(2))
+        assert np.array_equal(first, second) == (keep == 1.0)  # random masks only with dropout on
+
+
+def test_precision_policy_and_tpu_resolver():
+    assert precision_policy(False, tf.distribute.get_strategy()) == "float32"
+    assert precision_policy(True, tf.distribute.get_strategy()) == "mixed_float16"
+    tpu_strategy = object.__new__(tf.distribute.TPUStrategy)  # no TPU here: only its type matters
+    assert precision_policy(True, tpu_strategy) == "mixed_bfloat16"
+    assert tpu_resolver("grpc://10.0.0.2:8470").master() == "grpc://10.0.0.2:8470"
+    with pytest.raises(UserError, match="--tpu: no TPU found"):
+        tpu_resolver("")

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_RUN := runs/quickstart
 
-.PHONY: install install-test demo test test-fast bench clean
+.PHONY: install install-test demo orl test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: install
 	rm -rf $(DEMO_RUN)
 	$(PY) -m tfface.train_softmax --flagfile configs/quickstart.flags --subdir quickstart
 	$(PY) -m tfface.validate_on_lfw data/synthetic/verify $(DEMO_RUN)
+
+# Real faces: align ORL (../shared/testdata/orl) -> train on s1-s20 -> verify and classify s21-s30.
+ORL_DIR ?= ../shared/testdata/orl
+orl: install
+	$(PY) -m tfface.recipes.orl --orl_dir $(ORL_DIR) --output_dir runs/orl
 
 test: install-test
 	$(PY) -m pytest -q

@@ -4,13 +4,14 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-from absl import app
+from absl import app, flags
 
 from tfface.errors import UserError
 
 
-def run_main(main: Callable[[Sequence[str]], object]) -> None:
-    """Runs ``main(argv)`` under absl; a :class:`UserError` becomes one line on stderr, exit 2."""
+def run_main(main: Callable[[Sequence[str]], object], known_only: bool = False) -> None:
+    """Runs ``main(argv)`` under absl; a :class:`UserError` becomes one line on stderr, exit 2.
+    With ``known_only``, flags absl does not know stay in ``argv`` (e.g. Beam pipeline options)."""
 
     def guarded(argv: Sequence[str]) -> None:
         try:
@@ -19,4 +20,7 @@ def run_main(main: Callable[[Sequence[str]], object]) -> None:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded)
+    if known_only:
+        app.run(guarded, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+    else:
+        app.run(guarded)

@@ -2,9 +2,12 @@
 
     embedder = tfface.load_embedder("runs/quickstart")   # version, model or run directory
     embeddings = embedder.embed_files(["a.jpg", "b.jpg"])  # L2-normalised (2, D)
+    embeddings = embedder.embed_files(["raw_photo.jpg"], align=True)  # detect + align first
 
 Files are read through the image contract (:mod:`tfface.images`), exactly as training and the
-SavedModel's ``embed_encoded`` signature read them.
+SavedModel's ``embed_encoded`` signature read them. With ``align=True`` the most prominent face
+of each photo is found by MTCNN and aligned exactly as the model's training faces were (the
+alignment recorded in the export), then resized to the model's size as evaluation does.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfface import images
 from tfface.errors import UserError
@@ -61,11 +65,17 @@ class Embedder:
         self.metadata = read_metadata(self.path)
         self.image_size = tuple(int(v) for v in self._model.image_size.numpy())
         self.standardization = self._model.standardization.numpy().decode()
+        self._detector = None
 
     @property
     def fingerprint(self) -> str | None:
         """The model's fingerprint (weights + how it reads faces), None for exports without one."""
         return self.metadata.get("fingerprint")
+
+    @property
+    def embedding_size(self) -> int:
+        """D, the size of the embeddings."""
+        return int(self._embed.structured_outputs["embeddings"].shape[-1])
 
     @property
     def alignment(self) -> dict | None:
@@ -82,9 +92,71 @@ class Embedder:
             )
         return self._embed(images=tf.constant(images))["embeddings"].numpy()
 
-    def embed_files(self, paths: Sequence[str], batch_size: int = 100) -> np.ndarray:
-        """Reads, resizes and embeds image files (see :func:`tfface.evaluation.embed_paths`)."""
-        return embed_paths(self.embed, list(paths), self.image_size, batch_size)
+    def embed_faces(self, faces: np.ndarray, batch_size: int = 100) -> np.ndarray:
+        """uint8 faces (N, h, w, 3) of any one size -> (N, D), resized to :attr:`image_size`
+        first (as evaluation resizes aligned files)."""
+        outputs = [np.zeros((0, self.embedding_size), np.float32)]
+        for start in range(0, len(faces), batch_size):
+            outputs.append(self.embed(images.resize(faces[start:start + batch_size], self.image_size).numpy()))
+        return np.concatenate(outputs)
+
+    def embed_files(self, paths: Sequence[str], batch_size: int = 100, align: bool = False) -> np.ndarray:
+        """Embeds image files: (len(paths), D).
+
+        Without ``align`` the files are taken as aligned faces, read and resized (see
+        :func:`tfface.evaluation.embed_paths`). With ``align`` they are raw photos, aligned
+        first by :meth:`align_files`; the rows of photos without a usable face are NaN (never
+        an embedding of something else) and they are logged with the reason.
+        """
+        if not align:
+            return embed_paths(self.embed, list(paths), self.image_size, batch_size)
+        faces, found = self.align_files(paths)
+        embeddings = np.full((len(found), self.embedding_size), np.nan, np.float32)
+        embeddings[found] = self.embed_faces(faces, batch_size)
+        return embeddings
+
+    def align_files(self, paths: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Detects and aligns the most prominent face of each photo as the training faces were.
+
+        Returns the aligned faces, uint8 (K, h, w, 3) at the recorded alignment size, and a
+        boolean mask (len(paths),) of the photos they come from (K = its sum). Photos without a
+        face, or that cannot be read, are left out and logged with the reason.
+        """
+        from tfface_align.aligner import align_photos
+        from tfface_align.image_io import load_photo
+
+        alignment = self.alignment
+        if not alignment:
+            raise UserError(f"model: '{self.path}' records no alignment (its training data did not come from "
+                            f"tfface_align), so it cannot align photos the way it was trained; align them "
+                            f"yourself and embed without align")
+        paths = list(paths)
+        found = np.zeros(len(paths), bool)
+        faces, missed = [], []
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            results = align_photos([load_photo(p) for p in chunk], self.detector, alignment["align"],
+                                   int(alignment["image_size"][0]), float(alignment.get("margin") or 0))
+            for offset, (path, result) in enumerate(zip(chunk, results)):
+                if result.faces:
+                    found[start + offset] = True
+                    faces.append(result.faces[0].image)
+                else:
+                    missed.append(f"{path} ({result.status})")
+            logging.log_every_n_seconds(logging.INFO, "aligned %d/%d photos", 10, start + len(chunk), len(paths))
+        if missed:
+            logging.warning("no face aligned in %d of %d photos: %s", len(missed), len(paths), ", ".join(missed))
+        height, width = (int(v) for v in alignment["image_size"])
+        return np.stack(faces) if faces else np.zeros((0, height, width, 3), np.uint8), found
+
+    @property
+    def detector(self):
+        """The MTCNN face detector of :meth:`align_files` (built on first use)."""
+        if self._detector is None:
+            from tfface_align.mtcnn import MTCNN
+
+            self._detector = MTCNN()
+        return self._detector
 
 
 class KerasEmbedder(Embedder):

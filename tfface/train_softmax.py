@@ -18,27 +18,34 @@ import tensorflow as tf
 from absl import flags, logging
 
 from tfface import cli
-from tfface.data import folders, pipeline, tfrecord
+from tfface.data import folders, pipeline, rec_source, tfrecord
 from tfface.errors import UserError, check_dir, check_positive
+from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
+from tfface.heads.partial_fc import check_partial_fc
 from tfface.models import list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data_dir", None, "TFRecord directory, or identity folders (data_dir/<name>/<images>).")
+flags.DEFINE_string("data_dir", None, "TFRecord directory, InsightFace .rec directory (train.rec, train.idx), "
+                    "or identity folders (data_dir/<name>/<images>).")
 flags.DEFINE_string("models_base_dir", "runs", "Run directories are created under this directory.")
 flags.DEFINE_string("logs_base_dir", "", "TensorBoard logs directory base (default: inside the run directory).")
 flags.DEFINE_string("subdir", "", "Run directory name (default: a timestamp); an existing one is resumed.")
 flags.DEFINE_string("model_def", "mobilefacenet", "Backbone name (see tfface.models.list_backbones()).")
+flags.DEFINE_string("pretrained_model", "", "Start the backbone from this run directory, checkpoint or export "
+                    "(backbone weights only; same backbone, image and embedding size).")
 flags.DEFINE_string("model_name", "", "Name of the exported model (default: model_def).")
 flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
 flags.DEFINE_integer("image_width", 0, "Image width if different from image_size (e.g. 96 for SphereFace).")
 flags.DEFINE_integer("embedding_size", 512, "Dimensionality of the embedding.")
 flags.DEFINE_enum("head", "arcface", list_heads(), "Classification head.")
 flags.DEFINE_list("head_kwargs", [], "Head options as key=value, e.g. scale=64,margin=0.5.")
+flags.DEFINE_boolean("partial_fc", False, "Shard the head's class centres over the replicas (Partial FC; normface/cosface/arcface/combined).")
+flags.DEFINE_float("sample_rate", 1.0, "Partial FC: share of each shard's centres used per step (positives always).")
 flags.DEFINE_integer("batch_size", 90, "Global batch size (split over replicas).")
 flags.DEFINE_integer("epoch_size", 1000, "Number of batches per epoch.")
 flags.DEFINE_integer("max_nrof_epochs", 10, "Number of epochs to run.")
@@ -69,6 +76,8 @@ flags.DEFINE_integer("lfw_nrof_folds", 10, "Folds of the LFW cross-validation.")
 flags.DEFINE_integer("lfw_distance_metric", 0, "0: squared Euclidean, 1: angular.")
 flags.DEFINE_boolean("lfw_use_flipped_images", False, "Concatenate embeddings of mirrored images.")
 flags.DEFINE_boolean("lfw_subtract_mean", False, "Subtract the training folds' mean embedding.")
+flags.DEFINE_string("eval_bins", "", "Directory of InsightFace .bin sets to evaluate on after every epoch.")
+flags.DEFINE_list("eval_targets", ["lfw"], "Sets of --eval_bins to evaluate (<eval_bins>/<name>.bin).")
 
 
 def parse_kwargs(items: list[str], flag: str) -> dict:
@@ -92,7 +101,7 @@ def parse_kwargs(items: list[str], flag: str) -> dict:
 def _training_data(data_dir: str, run_dir: str) -> str:
     """A TFRecord directory for ``data_dir`` (identity folders are converted into the run dir)."""
     check_dir(data_dir, "data_dir")
-    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)):
+    if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)) or rec_source.is_rec_dir(data_dir):
         return data_dir
     converted = os.path.join(run_dir, "tfrecords")
     if os.path.isfile(os.path.join(converted, tfrecord.INFO_FILE)):
@@ -122,6 +131,10 @@ def _validate_flags() -> None:
         raise UserError(f"--model_def: expected one of {list_backbones()}, got {FLAGS.model_def!r}")
     if FLAGS.lfw_dir:
         check_dir(FLAGS.lfw_dir, "--lfw_dir")
+    if FLAGS.eval_bins:
+        check_dir(FLAGS.eval_bins, "--eval_bins")
+    if FLAGS.partial_fc:
+        check_partial_fc(FLAGS.head, FLAGS.sample_rate, FLAGS.strategy, FLAGS.mixed_precision)
 
 
 def _write_flags(run_dir: str, subdir: str) -> None:
@@ -166,6 +179,8 @@ def main(argv) -> None:
             print(f"Epoch {epoch + 1} LFW evaluation:", *result.summary_lines(), sep="\n", flush=True)
             return {"accuracy": float(result.accuracy.mean()), "val": result.val, "auc": result.auc}
 
+    if FLAGS.eval_bins:
+        evaluate = chain(evaluate, bins_evaluator(FLAGS.eval_bins, FLAGS.eval_targets, image_size, FLAGS.lfw_batch_size))
     head_kwargs = parse_kwargs(FLAGS.head_kwargs, "head_kwargs")
     try:
         get_head(FLAGS.head, 2, **head_kwargs)
@@ -180,6 +195,8 @@ def main(argv) -> None:
         standardization=standardization,
         head=FLAGS.head,
         head_kwargs=head_kwargs,
+        partial_fc=FLAGS.partial_fc,
+        sample_rate=FLAGS.sample_rate,
         batch_size=FLAGS.batch_size,
         epoch_size=FLAGS.epoch_size,
         max_nrof_epochs=FLAGS.max_nrof_epochs,
@@ -200,6 +217,7 @@ def main(argv) -> None:
         model_name=FLAGS.model_name,
         log_dir=os.path.join(os.path.expanduser(FLAGS.logs_base_dir), subdir) if FLAGS.logs_base_dir else "",
         evaluate=evaluate,
+        pretrained_model=FLAGS.pretrained_model,
     )
     result = Trainer(config).train()
     print(f"Run directory: {result.run_dir}")

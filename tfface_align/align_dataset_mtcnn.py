@@ -29,14 +29,12 @@ import time
 import uuid
 from typing import Sequence
 
-import cv2
-import numpy as np
 from absl import flags
 
 from tfface.cli import run_main
 from tfface.errors import UserError, check_choice, check_dir, check_positive
+from tfface_align.aligner import ALIGNMENTS, align_photos, face_example, output_size
 
-ALIGNMENTS = ("facenet_crop", "arcface", "sphereface")
 FORMATS = ("folders", "tfrecord", "both")
 STATE_DIR = ".tfface_align"
 
@@ -60,15 +58,6 @@ flags.DEFINE_integer("batch_size", 16, "Photos detected per batch (sizes may dif
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
 
 
-def main_face(boxes: np.ndarray, height: int, width: int) -> int:
-    """facenet's choice among several faces: the largest box area minus twice the squared
-    distance of the box centre from the photo centre."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    dx = (boxes[:, 0] + boxes[:, 2]) / 2 - width / 2
-    dy = (boxes[:, 1] + boxes[:, 3]) / 2 - height / 2
-    return int(np.argmax(area - 2.0 * (dx ** 2 + dy ** 2)))
-
-
 def list_dataset(input_dir: str) -> tuple[list[str], list[tuple[str, int]]]:
     """Sorted identity folders and (relative photo path, label) pairs; hidden files ignored."""
     classes = sorted(d for d in os.listdir(input_dir)
@@ -81,15 +70,6 @@ def list_dataset(input_dir: str) -> tuple[list[str], list[tuple[str, int]]]:
             if not fname.startswith(".") and os.path.isfile(os.path.join(input_dir, name, fname)):
                 items.append((f"{name}/{fname}", label))
     return classes, items
-
-
-def output_size(alignment: str, image_size: int | None) -> tuple[int, int]:
-    """(height, width) of the aligned images."""
-    if alignment == "facenet_crop":
-        side = image_size or 182
-        return side, side
-    side = image_size or 112
-    return (side, side) if alignment == "arcface" else (side, int(round(side * 96 / 112)))
 
 
 class _Progress:
@@ -136,23 +116,6 @@ def _read_journal(paths: Sequence[str]) -> list[bytes]:
     return records
 
 
-def _warp(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray, alignment: str,
-          size: tuple[int, int], margin: float):
-    """Aligned crop, landmarks in its pixels, and facenet's integer rectangle of the face."""
-    from tfface_align.transform import align, alignment_matrix, crop, crop_box
-
-    if alignment == "facenet_crop":
-        x1, y1, x2, y2 = crop_box(box, margin, image.shape[0], image.shape[1])
-        if x2 <= x1 or y2 <= y1:
-            return None, None, None
-        chip = crop(image, box, margin, size)
-        marks = (landmarks - [x1, y1]) * [size[1] / (x2 - x1), size[0] / (y2 - y1)]
-        return chip, marks, np.array([x1, y1, x2, y2])
-    matrix, _ = alignment_matrix(landmarks, alignment, size)
-    marks = landmarks @ matrix[:, :2].T + matrix[:, 2]
-    return align(image, landmarks, alignment, size), marks, np.round(box[:4]).astype(np.int64)
-
-
 def align_dataset(
     input_dir: str,
     output_dir: str,
@@ -171,7 +134,7 @@ def align_dataset(
     max_pixels: int | None = None,
 ) -> dict:
     """Aligns ``input_dir`` into ``output_dir`` (see the module docstring); returns the report."""
-    from tfface.data.tfrecord import ShardedWriter, make_example
+    from tfface.data.tfrecord import ShardedWriter
     from tfface_align.image_io import HUGE_PIXELS, load_photo
     from tfface_align.mtcnn import MTCNN
 
@@ -254,55 +217,40 @@ def align_dataset(
                 if number + 1 < len(batches):  # decode the next batch while detecting this one
                     pending = pool.map(lambda rel: load_photo(os.path.join(input_dir, rel), limit),
                                        [rel for rel, _ in batches[number + 1]])
-                good = [i for i, p in enumerate(photos) if p.image is not None]
-                found = detector.detect([photos[i].image for i in good]) if good else []
-                faces_of = dict(zip(good, found))
-                for i, ((rel, label), photo) in enumerate(zip(batch, photos)):
+                results = align_photos(photos, detector, alignment, image_size, margin, detect_multiple_faces)
+                for (rel, label), photo, result in zip(batch, photos, results):
                     stem = os.path.splitext(rel)[0]
-                    for note in photo.notes:
+                    for note in result.notes:
                         report["converted"][note.split("_")[0]] = report["converted"].get(note.split("_")[0], 0) + 1
                     if photo.image is None:
                         skipped_now += 1
                         bbox_file.write(f"{os.path.join(output_dir, stem)}.png\n")
-                        state.write(f"{rel}\t{photo.status}\t0\n")
+                        state.write(f"{rel}\t{result.status}\t0\n")
                         continue
                     if want_folders and not want_records and os.path.exists(f"{os.path.join(output_dir, stem)}.png"):
                         report["already_done"] += 1  # aligned meanwhile by another process (facenet's check)
                         continue
-                    boxes, marks = faces_of[i]
-                    image = photo.image
-                    height, width = image.shape[:2]
-                    if len(boxes) and not detect_multiple_faces:
-                        pick = main_face(boxes, height, width)
-                        boxes, marks = boxes[pick:pick + 1], marks[pick:pick + 1]
-                    written = 0
-                    for n, (box, mark) in enumerate(zip(boxes, marks)):
-                        chip, chip_marks, rect = _warp(image, box, mark, alignment, size, margin)
-                        if chip is None:
-                            continue
-                        name = f"{stem}_{n}.png" if detect_multiple_faces else f"{stem}.png"
+                    for face in result.faces:
+                        name = f"{stem}_{face.index}.png" if detect_multiple_faces else f"{stem}.png"
                         path = os.path.join(output_dir, name)
-                        encoded = cv2.imencode(".png", cv2.cvtColor(chip, cv2.COLOR_RGB2BGR))[1].tobytes()
                         if want_folders:
                             os.makedirs(os.path.dirname(path), exist_ok=True)
                             with open(path + ".tmp", "wb") as f:
-                                f.write(encoded)
+                                f.write(face.png())
                             os.replace(path + ".tmp", path)
                         if journal is not None:
-                            journal.write(make_example(
-                                encoded, label, size[0], size[1], image_format="png", text=classes[label],
-                                source_id=os.path.join(input_dir, rel), landmarks=chip_marks,
-                                bbox=np.asarray(box[:4]) * photo.scale).SerializeToString())
-                        x1, y1, x2, y2 = (np.asarray(rect) * photo.scale).astype(np.int64)
+                            journal.write(face_example(face, label, classes[label],
+                                                       os.path.join(input_dir, rel)).SerializeToString())
+                        x1, y1, x2, y2 = face.rect
                         bbox_file.write(f"{path} {x1} {y1} {x2} {y2}\n")
-                        written += 1
+                    written = len(result.faces)
                     report["faces_written"] += written
                     if not written:
                         skipped_now += 1
                         bbox_file.write(f"{os.path.join(output_dir, stem)}.png\n")
                     if journal is not None:
                         journal.flush()
-                    state.write(f"{rel}\t{'ok' if written else 'no_face'}\t{written}\n")
+                    state.write(f"{rel}\t{result.status}\t{written}\n")
                     state.flush()
                 bar.update(len(batch), report["faces_written"], skipped_now)
     finally:
@@ -325,14 +273,14 @@ def align_dataset(
             report["skipped_files"].append({"path": rel, "reason": status})
     if want_records:
         report["tfrecord"] = _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment,
-                                           rebuild=bool(todo), writer=ShardedWriter)
+                                           rebuild=bool(todo), writer=ShardedWriter, margin=margin)
     from tfface.data.tfrecord import write_json_atomic
 
     write_json_atomic(os.path.join(output_dir, "align_report.json"), report)
     return report
 
 
-def _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment, rebuild, writer) -> dict:
+def _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment, rebuild, writer, margin) -> dict:
     """(Re)builds the shards from every run's journal, without duplicates."""
     import tensorflow as tf
 
@@ -348,7 +296,8 @@ def _write_shards(state_dir, tfrecord_dir, num_shards, classes, size, alignment,
     records = _read_journal(sorted(glob.glob(os.path.join(state_dir, "journal-*.tfrecord"))))
     old = set(glob.glob(os.path.join(tfrecord_dir, "data-*-of-*.tfrecord")))
     with writer(tfrecord_dir, num_shards, classes, size, alignment,
-                extra_info={"num_shards_requested": num_shards, "producer": "tfface_align.align_dataset_mtcnn"}) as out:
+                extra_info={"num_shards_requested": num_shards, "producer": "tfface_align.align_dataset_mtcnn",
+                            "margin": margin}) as out:
         for raw in records:
             example = tf.train.Example.FromString(raw)
             feature = example.features.feature

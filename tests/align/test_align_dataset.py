@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from tfface.errors import UserError
 from tfface.data.tfrecord import list_shards, parse_example, read_dataset_info
-from tfface_align.align_dataset_mtcnn import align_dataset, main_face, output_size
+from tfface_align.align_dataset_mtcnn import align_dataset
+from tfface_align.aligner import main_face, output_size
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -17,7 +17,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from tfface import images
-from tfface.data import tfrecord
+from tfface.data import rec_source, tfrecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _fold(seed: tf.Tensor, salt: int) -> tf.Tensor:
 
 
 def make_dataset(
-    shards: Sequence[str],
+    shards: Sequence[str] | str,
     batch_size: int,
     image_size: tuple[int, int],
     training: bool = True,
@@ -101,7 +101,8 @@ def make_dataset(
     """Builds the ``(images, labels)`` dataset; infinite and shuffled when ``training``.
 
     Args:
-        shards: TFRecord files (see :func:`tfface.data.tfrecord.list_shards`).
+        shards: TFRecord files (see :func:`tfface.data.tfrecord.list_shards`), or the path of an
+            InsightFace ``.rec`` directory (see :mod:`tfface.data.rec_source`).
         batch_size: batch size of this input pipeline (per replica under tf.distribute).
         image_size: (height, width) the model expects.
         training: repeat forever, shuffle, augment; otherwise one ordered pass.
@@ -115,6 +116,31 @@ def make_dataset(
         seed = int(tf.random.uniform([], 0, 2**31 - 1, tf.int64).numpy())
     pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
+    from_rec = isinstance(shards, str)
+    if from_rec:  # an InsightFace .rec directory: (encoded, label) pairs, fully shuffled
+        records = rec_source.read_records(shards, training, seed, pipelines, pipeline_id)
+    else:
+        records = _tfrecords(shards, training, seed, shuffle_buffer, pipelines, pipeline_id)
+    examples = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed).batch(2))
+    augment = augment if training else None
+
+    def parse(record, example_seed):
+        if from_rec:
+            encoded, label = record
+        else:
+            features = tfrecord.parse_example(record)
+            encoded, label = features["image/encoded"], features["image/class/label"]
+        image = preprocess(encoded, image_size, augment, example_seed)
+        return image, tf.cast(label, tf.int32)
+
+    examples = examples.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    drop = training if drop_remainder is None else drop_remainder
+    return examples.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+
+def _tfrecords(shards: Sequence[str], training: bool, seed: int, shuffle_buffer: int, pipelines: int,
+               pipeline_id: int) -> tf.data.Dataset:
+    """Serialized examples of the shards: interleaved, this pipeline's share, shuffled when training."""
     shard_files = len(shards) >= pipelines  # else every pipeline reads all files, keeps 1/N
     files = tf.data.Dataset.from_tensor_slices(list(shards))
     if pipelines > 1 and shard_files:
@@ -131,17 +157,7 @@ def make_dataset(
         records = records.shard(pipelines, pipeline_id)
     if training:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    examples = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=seed).batch(2))
-    augment = augment if training else None
-
-    def parse(serialized, example_seed):
-        features = tfrecord.parse_example(serialized)
-        image = preprocess(features["image/encoded"], image_size, augment, example_seed)
-        return image, tf.cast(features["image/class/label"], tf.int32)
-
-    examples = examples.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    drop = training if drop_remainder is None else drop_remainder
-    return examples.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+    return records
 
 
 def distribute(

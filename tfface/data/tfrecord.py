@@ -228,3 +228,14 @@ def read_dataset_info(data_dir: str) -> dict:
         raise UserError(f"data_dir: '{data_dir}' has no {INFO_FILE} (not a tfface TFRecord dataset)")
     with open(path) as f:
         return json.load(f)
+
+
+def alignment_settings(info: dict) -> dict | None:
+    """How a dataset's faces were aligned, as exported models record it: ``{"align": kind,
+    "image_size": [h, w], "margin": m}`` (``dataset_info.json``'s ``alignment``, ``image_size``
+    and ``margin``, as the aligners write them), or None when the faces were not aligned by ``tfface_align`` or the
+    record is incomplete (a facenet crop without its margin)."""
+    kind, size, margin = info.get("alignment"), info.get("image_size"), info.get("margin")
+    if not isinstance(kind, str) or kind == "none" or not size or (kind == "facenet_crop" and margin is None):
+        return None
+    return {"align": kind, "image_size": [int(v) for v in size], "margin": float(margin or 0)}

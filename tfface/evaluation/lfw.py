@@ -17,8 +17,9 @@ def evaluate_pairs(
     distance_metric: int = 0,
     subtract_mean: bool = False,
     far_target: float = 1e-3,
+    progress: bool = False,
 ) -> VerificationResult:
     """Runs facenet's ``validate_on_lfw`` evaluation with ``embed`` (uint8 batch -> embeddings)."""
     paths, issame = get_paths(lfw_dir, read_pairs(lfw_pairs))
-    embeddings = embed_paths(embed, paths, image_size, batch_size, use_flipped_images)
+    embeddings = embed_paths(embed, paths, image_size, batch_size, use_flipped_images, progress)
     return evaluate(embeddings, issame, nrof_folds, distance_metric, subtract_mean, far_target)

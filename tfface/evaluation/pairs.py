@@ -1,7 +1,9 @@
 """LFW ``pairs.txt``: reading it and resolving its image paths."""
 from __future__ import annotations
 
+import itertools
 import os
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +26,13 @@ def read_pairs(path: str) -> list[list[str]]:
         if len(fields) not in (3, 4):
             raise UserError(f"lfw_pairs: line {number} of '{path}' has {len(fields)} fields, expected 3 or 4")
         pairs.append(fields)
+    if len(lines[0]) == 2:  # "<folds> <n>": each fold holds n same and n different pairs
+        folds, per_fold = (int(v) for v in lines[0])
+        if len(pairs) not in (2 * folds * per_fold, folds * per_fold):
+            raise UserError(
+                f"lfw_pairs: the header of '{path}' announces {folds} folds of {per_fold} same + {per_fold} "
+                f"different pairs ({2 * folds * per_fold} lines) but the file has {len(pairs)} pair lines"
+            )
     return pairs
 
 
@@ -52,3 +61,45 @@ def get_paths(lfw_dir: str, pairs: list[list[str]]) -> tuple[list[str], np.ndarr
             f"lfw_dir: {len(missing)} image(s) named in the pairs file are missing under '{lfw_dir}': {shown}"
         )
     return paths, np.array(issame, bool)
+
+
+def make_pairs(
+    images: Mapping[str, Sequence[int]], nrof_folds: int = 10, seed: int = 0
+) -> list[list[str]]:
+    """Verification pairs in LFW's order: every same-person pair of ``images`` (identity ->
+    image numbers) and as many distinct different-person pairs, drawn with ``seed``.
+
+    Both kinds are shuffled and dealt into ``nrof_folds`` folds of ``n`` same-person then ``n``
+    different-person pairs (``n`` = same-person pairs // folds; the remainder is left out), so
+    facenet's ``KFold(shuffle=False)`` over the list sees balanced folds.
+    """
+    rng = np.random.RandomState(seed)
+    names = sorted(name for name, numbers in images.items() if numbers)
+    same = [[name, str(a), str(b)] for name in names for a, b in itertools.combinations(sorted(images[name]), 2)]
+    per_fold = len(same) // nrof_folds
+    if per_fold < 1 or len(names) < 2:
+        raise UserError(f"pairs: {len(same)} same-person pairs over {len(names)} identities cannot fill "
+                        f"{nrof_folds} folds (need 2+ identities with 2+ images)")
+    different: set[tuple] = set()
+    while len(different) < per_fold * nrof_folds:
+        first, second = rng.choice(len(names), 2, replace=False)
+        a = (names[first], int(rng.choice(images[names[first]])))
+        b = (names[second], int(rng.choice(images[names[second]])))
+        different.add(min(a, b) + max(a, b))
+    different_pairs = [[n1, str(i1), n2, str(i2)] for n1, i1, n2, i2 in sorted(different)]
+    same = [same[i] for i in rng.permutation(len(same))]
+    different_pairs = [different_pairs[i] for i in rng.permutation(len(different_pairs))]
+    pairs = []
+    for fold in range(nrof_folds):
+        chunk = slice(fold * per_fold, (fold + 1) * per_fold)
+        pairs += same[chunk] + different_pairs[chunk]
+    return pairs
+
+
+def write_pairs(path: str, pairs: Sequence[Sequence[str]], nrof_folds: int = 10) -> None:
+    """Writes ``pairs`` (from :func:`make_pairs`) as an LFW ``pairs.txt``, atomically."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{nrof_folds}\t{len(pairs) // (2 * nrof_folds)}\n")
+        f.writelines("\t".join(fields) + "\n" for fields in pairs)
+    os.replace(tmp, path)

@@ -33,6 +33,10 @@ class VerificationResult:
     auc: float
     eer: float
     thresholds: np.ndarray  # best threshold of each fold
+    fold_val: np.ndarray  # validation rate (TAR) of each fold at its FAR-target threshold
+    fold_far: np.ndarray  # false accept rate of each fold at that threshold
+    distances: np.ndarray  # (N,) each pair's distance as its test fold measured it
+    issame: np.ndarray  # (N,)
 
     @property
     def threshold(self) -> float:
@@ -46,6 +50,13 @@ class VerificationResult:
             f"Area Under Curve (AUC): {self.auc:1.3f}",
             f"Equal Error Rate (EER): {self.eer:1.3f}",
         ]
+
+    def fold_table(self) -> list[str]:
+        """One line per fold: accuracy, best threshold, validation rate and FAR."""
+        lines = ["fold  accuracy  threshold  val      far"]
+        for i, (acc, thr, val, far) in enumerate(zip(self.accuracy, self.thresholds, self.fold_val, self.fold_far)):
+            lines.append(f"{i + 1:>4}  {acc:.5f}   {thr:.5f}    {val:.5f}  {far:.5f}")
+        return lines
 
 
 def distance(embeddings1: np.ndarray, embeddings2: np.ndarray, distance_metric: int = 0) -> np.ndarray:
@@ -91,18 +102,22 @@ def evaluate(
     distance_metric: int = 0,
     subtract_mean: bool = False,
     far_target: float = 1e-3,
+    fold_ids=None,
 ) -> VerificationResult:
-    """10-fold verification of interleaved pair ``embeddings`` (2N, D) against ``actual_issame`` (N,)."""
+    """10-fold verification of interleaved pair ``embeddings`` (2N, D) against ``actual_issame`` (N,).
+
+    ``fold_ids`` (N,) puts pair i in fold ``fold_ids[i]`` (e.g. YTF's splits) instead of facenet's
+    ``nrof_folds`` consecutive blocks.
+    """
     embeddings = np.asarray(embeddings, np.float64)
     issame = np.asarray(actual_issame, bool)
     if embeddings.ndim != 2 or embeddings.shape[0] != 2 * issame.shape[0]:
         raise ValueError(
             f"embeddings: expected shape (2N, D) with N={issame.shape[0]} pairs, got {embeddings.shape}"
         )
-    if issame.shape[0] < nrof_folds:
-        raise ValueError(f"nrof_folds={nrof_folds} needs at least as many pairs, got {issame.shape[0]}")
     emb1, emb2 = embeddings[0::2], embeddings[1::2]
-    folds = list(KFold(n_splits=nrof_folds, shuffle=False).split(np.arange(issame.shape[0])))
+    folds = _folds(issame.shape[0], nrof_folds, fold_ids)
+    nrof_folds = len(folds)
 
     tprs = np.zeros((nrof_folds, ROC_THRESHOLDS.size))
     fprs = np.zeros((nrof_folds, ROC_THRESHOLDS.size))
@@ -110,8 +125,10 @@ def evaluate(
     best = np.zeros(nrof_folds)
     val = np.zeros(nrof_folds)
     far = np.zeros(nrof_folds)
+    distances = np.zeros(issame.shape[0])
     for i, (train, test) in enumerate(folds):
         dist = _fold_distances(emb1, emb2, train, test, distance_metric, subtract_mean)
+        distances[test] = dist[test]
         train_acc = [_rates(t, dist[train], issame[train])[2] for t in ROC_THRESHOLDS]
         best[i] = ROC_THRESHOLDS[int(np.argmax(train_acc))]
         for j, t in enumerate(ROC_THRESHOLDS):
@@ -133,7 +150,26 @@ def evaluate(
         auc=float(metrics.auc(fpr, tpr)),
         eer=_eer(fpr, tpr),
         thresholds=best,
+        fold_val=val,
+        fold_far=far,
+        distances=distances,
+        issame=issame,
     )
+
+
+def _folds(num_pairs: int, nrof_folds: int, fold_ids) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) pair indices of every fold."""
+    if fold_ids is None:
+        if num_pairs < nrof_folds:
+            raise UserError(f"nrof_folds={nrof_folds} needs at least as many pairs, got {num_pairs}")
+        return list(KFold(n_splits=nrof_folds, shuffle=False).split(np.arange(num_pairs)))
+    fold_ids = np.asarray(fold_ids)
+    if fold_ids.shape != (num_pairs,):
+        raise ValueError(f"fold_ids: expected shape ({num_pairs},), got {fold_ids.shape}")
+    names = np.unique(fold_ids)
+    if names.size < 2:
+        raise UserError(f"folds: cross-validation needs at least 2 folds, got {names.size}")
+    return [(np.flatnonzero(fold_ids != f), np.flatnonzero(fold_ids == f)) for f in names]
 
 
 def _threshold_at_far(far_train: np.ndarray, far_target: float) -> float:

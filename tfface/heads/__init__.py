@@ -1,13 +1,15 @@
 """Margin heads: Keras layers called as ``head([embeddings, labels]) -> logits``.
 
 Registry names (``get_head(name, num_classes, **kw)``): ``softmax``, ``normface``,
-``sphereface``, ``cosface``, ``arcface``, ``combined``, ``multihead``.
+``sphereface``, ``cosface``, ``arcface``, ``combined``, ``multihead``. :class:`PartialFC` wraps a
+normalised head to shard its centres over the replicas of a tf.distribute strategy.
 """
 from tfface.heads.arcface import ArcFace
 from tfface.heads.base import Head, NormalizedHead
 from tfface.heads.loss import head_loss, head_predictions
 from tfface.heads.margins import CombinedMargin, CosFace, NormFace
 from tfface.heads.multihead import MultiHead
+from tfface.heads.partial_fc import PartialFC
 from tfface.heads.registry import get_head, list_heads, register_head
 from tfface.heads.softmax import Softmax
 from tfface.heads.sphereface import SphereFace
@@ -20,6 +22,7 @@ __all__ = [
     "MultiHead",
     "NormFace",
     "NormalizedHead",
+    "PartialFC",
     "Softmax",
     "SphereFace",
     "get_head",

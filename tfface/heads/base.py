@@ -48,7 +48,8 @@ def gather_targets(scores: tf.Tensor, w_unit: tf.Tensor, labels: tf.Tensor):
 
     A label of -1 gathers column 0; its all-False mask row keeps that row margin-free.
     """
-    mask = target_mask(labels, int(w_unit.shape[1]))
+    num_classes = w_unit.shape[1] if w_unit.shape[1] is not None else tf.shape(w_unit)[1]
+    mask = target_mask(labels, num_classes)
     safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
     w_t = tf.transpose(tf.gather(w_unit, safe_labels, axis=1))
     return mask, w_t, tf.reduce_sum(tf.where(mask, scores, tf.zeros_like(scores)), axis=1)
@@ -103,13 +104,17 @@ class NormalizedHead(Head):
         self.scale = float(scale)
         self.normalize_input = bool(normalize_input)
 
-    def cosines(self, embeddings: tf.Tensor, labels: tf.Tensor):
-        """Returns ``cos`` (B, C), the target cosine and angle (B,), and the target mask (B, C)."""
+    def cosines(self, embeddings: tf.Tensor, labels: tf.Tensor, kernel: tf.Tensor | None = None):
+        """Returns ``cos`` (B, C), the target cosine and angle (B,), and the target mask (B, C).
+
+        ``kernel`` (D, C') replaces the head's own centres (Partial FC passes its shard; labels
+        then index its columns).
+        """
         dtype = self.compute_dtype
         x = tf.cast(embeddings, dtype)
         if self.normalize_input:
             x = tf.math.l2_normalize(x, axis=1)
-        w = tf.math.l2_normalize(tf.cast(self.kernel, dtype), axis=0)
+        w = tf.math.l2_normalize(tf.cast(self.kernel if kernel is None else kernel, dtype), axis=0)
         cos = tf.clip_by_value(tf.matmul(x, w), -1.0, 1.0)
         mask, w_t, cos_t = gather_targets(cos, w, labels)
         if self.normalize_input:

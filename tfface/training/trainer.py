@@ -18,11 +18,12 @@ import tensorflow as tf
 from absl import logging
 
 from tfface import heads, losses, models
-from tfface.data import pipeline, tfrecord
+from tfface.data import pipeline, rec_source
 from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
 from tfface.training.schedules import learning_rate_for_epoch, read_schedule_file
 from tfface.training.strategy import get_strategy, is_chief
+from tfface.training.warm_start import load_backbone_weights
 
 
 @dataclasses.dataclass
@@ -37,6 +38,8 @@ class TrainConfig:
     standardization: str = "fixed_image_standardization"
     head: str = "arcface"
     head_kwargs: dict = dataclasses.field(default_factory=dict)
+    partial_fc: bool = False  # shard the head's centres over the replicas (heads.PartialFC)
+    sample_rate: float = 1.0  # Partial FC: share of each shard's centres used per step
     batch_size: int = 90
     epoch_size: int = 1000
     max_nrof_epochs: int = 10
@@ -57,6 +60,7 @@ class TrainConfig:
     model_name: str = ""
     log_dir: str = ""  # TensorBoard logs; default <run_dir>/logs
     evaluate: Callable[[keras.Model, int], dict] | None = None  # called after each epoch
+    pretrained_model: str = ""  # a fresh run starts its backbone from this run/export (warm_start)
 
 
 @dataclasses.dataclass
@@ -91,8 +95,7 @@ class Trainer:
         logging.info(
             "strategy %s: %d replica(s) in sync", type(self.strategy).__name__, self.strategy.num_replicas_in_sync
         )
-        self.info = tfrecord.read_dataset_info(config.data_dir)
-        self.shards = tfrecord.list_shards(config.data_dir)
+        self.info, self.shards = rec_source.data_source(config.data_dir)  # TFRecord shards or a .rec dir
         self.num_classes = int(self.info["num_classes"])
         self.schedule = read_schedule_file(config.learning_rate_schedule_file) if config.learning_rate_schedule_file else None
         backbone_kwargs = {"keep_probability": config.keep_probability} if config.keep_probability < 1.0 else {}
@@ -101,6 +104,8 @@ class Trainer:
                 config.model_def, config.image_size, config.embedding_size, config.standardization, **backbone_kwargs
             )
             self.head = heads.get_head(config.head, self.num_classes, **config.head_kwargs)
+            if config.partial_fc:
+                self.head = heads.PartialFC(self.head, config.sample_rate, self.strategy, seed=config.seed)
             self.head.build([(None, config.embedding_size), (None,)])
             self.center_loss = (
                 losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
@@ -111,6 +116,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self._variables)
+            if config.partial_fc:
+                self.head.build_optimizer(self.optimizer)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             embedder=self.embedder, head=self.head, optimizer=self.optimizer, epoch=self.epoch,
@@ -135,12 +142,15 @@ class Trainer:
         replicas = strategy.num_replicas_in_sync
 
         def step(images, labels):
+            shard = self.head.local_variables() if config.partial_fc else []  # this replica's centres
             with tf.GradientTape() as tape:
                 embeddings = self.embedder(images, training=True)
-                logits = self.head([embeddings, labels], training=True)
-                per_example = heads.head_loss(labels, logits)
+                if config.partial_fc:
+                    per_example, predictions = self.head.loss_and_predictions(embeddings, labels)
+                else:
+                    per_example = heads.head_loss(labels, self.head([embeddings, labels], training=True))
                 xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-                reg = config.weight_decay * _kernel_l2(self._variables) / replicas
+                reg = config.weight_decay * (_kernel_l2(self._variables) / replicas + sum(map(tf.nn.l2_loss, shard)))
                 center = tf.constant(0.0)
                 if self.center_loss is not None:
                     center = self.center_loss(embeddings, labels, training=True)
@@ -150,11 +160,13 @@ class Trainer:
                     extra += config.prelogits_norm_loss_factor * norm
                 loss = xent + reg + extra / replicas  # extra terms are per-replica batch means
                 scaled = self.optimizer.scale_loss(loss) if config.mixed_precision else loss
-            grads = tape.gradient(scaled, self._variables)
+            grads = tape.gradient(scaled, self._variables + shard)
             self.optimizer.apply_gradients(zip(grads, self._variables))
-            # Accuracy without the margin: label -1 means "no target" for every head.
-            plain = self.head([embeddings, -tf.ones_like(labels)], training=False)
-            correct = tf.reduce_sum(tf.cast(tf.equal(heads.head_predictions(plain), labels), tf.float32))
+            if config.partial_fc:
+                self.head.apply_local_gradients(grads[len(self._variables):], self.optimizer.learning_rate)
+            else:  # accuracy without the margin: label -1 means "no target" for every head
+                predictions = heads.head_predictions(self.head([embeddings, -tf.ones_like(labels)], training=False))
+            correct = tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32))
             return tf.stack([loss, xent, reg, correct / config.batch_size, center / replicas])
 
         @tf.function
@@ -171,6 +183,8 @@ class Trainer:
         """Runs (or resumes) the training; exports the embedder at the end."""
         config = self.config
         restored = self.manager.restore_or_initialize()
+        if not restored and config.pretrained_model:
+            logging.info("backbone weights from %s", load_backbone_weights(self.embedder, config.pretrained_model))
         start_epoch = int(self.epoch.numpy())
         if restored:
             logging.info("resumed from %s at epoch %d", restored, start_epoch)
@@ -204,7 +218,8 @@ class Trainer:
         export_dir = None
         if self.chief:
             export_base = os.path.join(config.run_dir, "export")
-            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def)
+            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def,
+                                            alignment=tfrecord.alignment_settings(self.info))
             logging.info("exported the embedder to %s", export_dir)
         return TrainResult(
             run_dir=config.run_dir,

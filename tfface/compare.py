@@ -1,0 +1,49 @@
+"""Compare faces in photos (facenet's ``compare.py``): distance matrix and same/different.
+
+    python -m tfface.compare <model> img1.jpg img2.jpg [img3.jpg ...]
+
+Each photo's most prominent face is detected by MTCNN and aligned the way the model's training
+faces were (the alignment recorded in the export), then embedded. Prints the distance matrix and,
+with the model's calibrated ``threshold.json`` (written by ``validate_on_lfw`` /
+``validate_on_bins --save_threshold``), same/different for every pair. Photos without a face are
+reported and left out. ``--noalign`` takes the files as already aligned faces.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from tfface import cli
+from tfface.errors import UserError
+from tfface.evaluation.comparison import compare_embeddings
+from tfface.evaluation.thresholds import load_threshold
+from tfface.inference import load_embedder
+
+FLAGS = flags.FLAGS
+flags.DEFINE_boolean("align", True, "Detect and align the faces as the model's training faces were.")
+flags.DEFINE_enum("distance_metric", "0", ["0", "1"], "Without a threshold.json: 0 squared Euclidean, 1 angular.")
+
+
+def main(argv) -> None:
+    if len(argv) < 4:
+        raise UserError("usage: python -m tfface.compare <model> <image> <image> [<image> ...]")
+    model_path, paths = argv[1], argv[2:]
+    if not os.path.exists(model_path):
+        raise UserError(f"model: '{model_path}' does not exist")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"image: file(s) not found: {', '.join(missing)}")
+    embedder = load_embedder(model_path)
+    threshold = load_threshold(embedder.path, embedder.fingerprint)
+    embeddings = embedder.embed_files(paths, align=True) if FLAGS.align else embedder.embed_files(paths)
+    comparison = compare_embeddings(paths, embeddings, threshold, int(FLAGS.distance_metric))
+    print(*comparison.lines(), sep="\n")
+
+
+def run() -> None:
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Runnable end-to-end recipes (``python -m tfface.recipes.<name>``)."""

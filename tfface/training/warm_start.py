@@ -1,0 +1,38 @@
+"""Warm start: a new run's backbone starts from another run's trained weights (not its head)."""
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from tfface.errors import UserError
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint prefix for ``path``: a prefix itself, a ``checkpoints/`` directory, a run
+    directory (its newest checkpoint) or an exported SavedModel version directory."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return os.path.join(path, "variables", "variables")
+    for directory in (path, os.path.join(path, "checkpoints")):
+        if os.path.isdir(directory) and tf.train.latest_checkpoint(directory):
+            return tf.train.latest_checkpoint(directory)
+    if os.path.isfile(f"{path}.index"):
+        return path
+    raise UserError(f"--pretrained_model: no checkpoint or exported model at '{path}' "
+                    f"(expected a run directory, its checkpoints/, a checkpoint prefix or a SavedModel version)")
+
+
+def load_backbone_weights(embedder: keras.Model, path: str) -> str:
+    """Restores every weight of ``embedder`` from the run or export at ``path``; returns the
+    checkpoint read. Heads, optimizer state and counters of that run are ignored, so the new run
+    may have other identities. The architecture (backbone, image and embedding size) must match."""
+    checkpoint = resolve_checkpoint(path)
+    try:
+        status = tf.train.Checkpoint(embedder=embedder).restore(checkpoint)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise UserError(f"--pretrained_model: '{path}' does not fit this backbone ({first})") from None
+    return checkpoint

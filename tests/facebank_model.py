@@ -55,14 +55,18 @@ def aligned(detector: tfface_align.MTCNN, paths: list[str]) -> tuple[np.ndarray,
 
 
 def tiny_embedder() -> keras.Model:
+    """pixels -> standardize -> backbone (a small CNN), the layout every tfface embedder has."""
     layers = keras.layers
-    pixels = keras.Input((SIZE, SIZE, 3), name="pixels")
-    x = Standardize("minus_one_to_one", name="standardize")(pixels)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = inputs
     for filters in (16, 32, 64):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.MaxPooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
     x = layers.Dense(64, use_bias=False)(layers.Dropout(0.2)(layers.Flatten()(x)))
-    return keras.Model(pixels, layers.BatchNormalization()(x), name="tiny_embedder")
+    backbone = keras.Model(inputs, layers.BatchNormalization()(x), name="tiny")
+    pixels = keras.Input((SIZE, SIZE, 3), name="pixels")
+    return keras.Model(pixels, backbone(Standardize("minus_one_to_one", name="standardize")(pixels)),
+                       name="tiny_embedder")
 
 
 def train(faces: np.ndarray, labels: np.ndarray, epochs: int = 60) -> keras.Model:

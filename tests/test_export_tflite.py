@@ -7,6 +7,7 @@ import pytest
 
 import tfface
 import tfface_align
+from tests.test_export import warm_embedder
 from tfface.export import tflite
 from tfface.images import load, resize
 
@@ -31,7 +32,7 @@ def aligned(faces_dir):
 @pytest.mark.parametrize("backbone", tfface.models.list_backbones())
 def test_tflite_matches_keras(backbone, aligned, tmp_path):
     side = SIZES.get(backbone, 32)
-    embedder = tfface.models.build_embedder(backbone, (side, side), 16, "fixed_image_standardization")
+    embedder = warm_embedder(backbone, (side, side), 16, "fixed_image_standardization")  # BN statistics set
     faces = resize(aligned, (side, side)).numpy()
     expected = keras.ops.convert_to_numpy(embedder(faces.astype(np.float32), training=False))
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)

@@ -36,7 +36,7 @@ def main(argv) -> None:
         raise UserError(f"image: file(s) not found: {', '.join(missing)}")
     embedder = load_embedder(model_path)
     threshold = load_threshold(embedder.path, embedder.fingerprint)
-    embeddings = embedder.embed_files(paths, align=True) if FLAGS.align else embedder.embed_files(paths)
+    embeddings = embedder.embed_files(paths, align=FLAGS.align)
     comparison = compare_embeddings(paths, embeddings, threshold, int(FLAGS.distance_metric))
     print(*comparison.lines(), sep="\n")
 

@@ -172,11 +172,14 @@ class KerasEmbedder(Embedder):
         self.image_size = tuple(self.metadata["image_size"])
         self.standardization = self.metadata["standardization"]
 
+        self._detector = None
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.uint8, name="images")])
         def embed(images):  # the keyword Embedder.embed passes
             embeddings = model(tf.cast(images, tf.float32), training=False)
             return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
 
-        self._embed = embed
+        self._embed = embed.get_concrete_function()  # structured_outputs, like a loaded signature
 
 
 class PhotoEmbedder:

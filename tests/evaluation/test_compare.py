@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -29,19 +30,17 @@ def test_distance_matrix_and_decisions_against_numpy():
     assert angular.distance_metric == 1 and angular.threshold is None
 
 
-def test_compare_cli_on_aligned_real_faces(exported_model, face_crops, tmp_path):
-    names = ["img1.jpg", "img2.jpg", "img20.jpg"]
-    paths = []
-    for name in names:
-        paths.append(str(tmp_path / name))
-        (tmp_path / name).write_bytes(face_crops[name])
+def test_compare_cli_detects_aligns_and_decides_on_real_photos(exported_model, faces_dir, tmp_path):
+    paths = [os.path.join(faces_dir, n) for n in ("img1.jpg", "img2.jpg", "img20.jpg")] + [str(tmp_path / "wall.png")]
+    cv2.imwrite(paths[3], np.full((120, 160, 3), 128, np.uint8))  # a photo without a face
     embedder = load_embedder(exported_model)
-    emb = embedder.embed_files(paths)
-    expected = ((emb[:, None].astype(np.float64) - emb[None]) ** 2).sum(-1)
-    value = float((expected[0, 1] + expected[0, 2]) / 2)  # between the two distances: one same, one different
+    emb = embedder.embed_files(paths, align=True).astype(np.float64)
+    assert np.isnan(emb[3]).all() and not np.isnan(emb[:3]).any()
+    expected = ((emb[:3, None] - emb[None, :3]) ** 2).sum(-1)
+    value = float((expected[0, 1] + expected[0, 2]) / 2)  # between img1's two distances: one same, one different
     save_threshold(Threshold(0, value, 0.0, 1.0, "test", 2, embedder.fingerprint), embedder.path)
     try:
-        proc = subprocess.run([sys.executable, "-m", "tfface.compare", exported_model, *paths, "--noalign"],
+        proc = subprocess.run([sys.executable, "-m", "tfface.compare", exported_model, *paths],
                               capture_output=True, text=True, env=ENV, timeout=600)
     finally:
         os.remove(os.path.join(embedder.path, "threshold.json"))
@@ -51,3 +50,4 @@ def test_compare_cli_on_aligned_real_faces(exported_model, face_crops, tmp_path)
     verdicts = {line.split(":")[0]: line.split()[-1] for line in proc.stdout.splitlines() if " vs " in line}
     closer = "same" if expected[0, 1] <= value else "different"
     assert verdicts["img1.jpg vs img2.jpg"] == closer and verdicts["img1.jpg vs img20.jpg"] != closer
+    assert f"No face found in 1 photo(s): {paths[3]}" in proc.stdout

@@ -71,3 +71,4 @@ def compare_embeddings(
     matrix = distance(faces[rows], faces[cols], metric).reshape(k, k) if k else np.zeros((0, 0))
     np.fill_diagonal(matrix, 0.0)
     return Comparison(list(paths), found, matrix, metric, threshold)
+

@@ -202,7 +202,8 @@ class Trainer:
     def _apply(self, loss: tf.Tensor, tape: tf.GradientTape, shard: list = ()) -> tf.Tensor:
         """Applies the gradients of ``loss`` (``shard``: this replica's Partial FC centres, updated
         locally); 1.0 when the loss-scale optimizer skipped the step."""
-        scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
+        with tape:  # the scaling must be recorded too
+            scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
         grads = tape.gradient(scaled, self._variables + list(shard))
         skipped = tf.constant(0.0)  # the loss-scale optimizer skips steps whose gradients overflow
         if self.loss_scaling:

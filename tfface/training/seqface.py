@@ -15,6 +15,7 @@ the sequence stream of epoch ``e`` depends only on ``(seed, e)``, so resuming st
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -85,7 +86,7 @@ class SeqFaceTrainer(Trainer):
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise UserError(f"--batch_size={config.batch_size}: expected a multiple of the {replicas} replicas")
-        self.labelled_per_replica, self.sequences_per_replica = sequences.split_batch(
+        self.labelled_per_replica, _ = sequences.split_batch(
             config.batch_size // replicas, options.sequence_ratio, options.frames_per_sequence
         )
         self.index = sequences.index_sequences(options.sequence_data_dir)
@@ -117,24 +118,32 @@ class SeqFaceTrainer(Trainer):
                 "resume with those (or use a new --subdir)"
             )
 
-    def _dataset(self, epoch: int, skip_steps: int) -> tf.distribute.DistributedDataset:
+    def input_fn(self, epoch: int, skip_steps: int) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+        """The ``dataset_fn`` of epoch ``epoch``, ``skip_steps`` global batches in: per-replica
+        batches of labelled images followed by whole sequences (see :func:`sequences.mix`)."""
         config, options = self.config, self.options
         seed = epoch_seed(config.seed, epoch)
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
+            num_labelled, num_sequences = sequences.split_batch(
+                context.get_per_replica_batch_size(config.batch_size), options.sequence_ratio, options.frames_per_sequence
+            )
             labelled = pipeline.make_dataset(
-                self.shards, self.labelled_per_replica, config.image_size, training=True, augment=config.augment,
-                seed=seed, input_context=context, skip=skip_steps * self.labelled_per_replica * replicas_here,
+                self.shards, num_labelled, config.image_size, training=True, augment=config.augment,
+                seed=seed, input_context=context, skip=skip_steps * num_labelled * replicas_here,
             )
             frames = sequences.sequence_dataset(
-                self.index, self.sequences_per_replica, options.frames_per_sequence, config.image_size, config.augment,
+                self.index, num_sequences, options.frames_per_sequence, config.image_size, config.augment,
                 seed=int(np.random.SeedSequence([seed, context.input_pipeline_id]).generate_state(1)[0]),
                 skip=skip_steps * replicas_here,
             )
             return sequences.mix(labelled, frames)
 
-        return self.strategy.distribute_datasets_from_function(dataset_fn)
+        return dataset_fn
+
+    def _dataset(self, epoch: int, skip_steps: int) -> tf.distribute.DistributedDataset:
+        return self.strategy.distribute_datasets_from_function(self.input_fn(epoch, skip_steps))
 
     def _replica_step(self):
         config, replicas = self.config, self.strategy.num_replicas_in_sync

@@ -13,7 +13,7 @@ from tests.data.test_sequences import write_sequence_folders
 from tests.losses import reference as ref
 from tests.training import helpers
 from tfface import losses
-from tfface.data import folders
+from tfface.data import folders, sequences
 from tfface.data.pipeline import Augment
 from tfface.data.synthetic import write_train_split
 from tfface.errors import UserError
@@ -138,3 +138,17 @@ def test_bad_options_are_one_line_errors(data, tmp_path):
         check_options(base, False, 0.01)
     with pytest.raises(UserError, match="--sequence_data_dir: 36 of 36 examples .* no image/sequence_id"):
         make_trainer((data[0], data[0]), tmp_path)  # labelled data given as sequences
+
+
+def test_cli_converts_sequence_folders_and_names_a_bad_ratio(data, tmp_path):
+    """``train_softmax --sequence_data_dir=<sequence folders>``: converted into the run directory
+    with sequence ids; a ratio that leaves no whole sequence in the batch is a one-line error."""
+    folders_dir = write_sequence_folders(str(tmp_path / "tracks"))
+    args = helpers.tiny_args(data[0], tmp_path, "run", f"--sequence_data_dir={folders_dir}", "--model_def=sphereface20",
+                             "--sequence_ratio=0.25", "--frames_per_sequence=4")
+    proc = helpers.run("tfface.train_softmax", args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "--sequence_ratio=0.25: a (per-replica) batch of 8" in proc.stderr
+    converted = sequences.index_sequences(str(tmp_path / "run" / "sequence_tfrecords"))
+    assert converted.num_sequences == 5
+    assert f"--sequence_data_dir={folders_dir}" in (tmp_path / "run" / "flags.txt").read_text()

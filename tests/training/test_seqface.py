@@ -119,6 +119,9 @@ def test_resumed_mid_epoch_ends_with_the_same_weights_and_agents(data, tmp_path)
     difference = helpers.max_weight_difference(a, b)
     print(f"SeqFace resume equality: max |w_whole - w_resumed| = {difference:.3g}")
     assert difference == 0.0
+    other = {**settings, "options": {**settings["options"], "frames_per_sequence": 1}}
+    with pytest.raises(UserError, match="trained with ratio 0.5, 2 frames per sequence on 20 frames of 5 sequences"):
+        make_trainer(data, tmp_path / "cut", **other).train()
 
 
 def test_bad_options_are_one_line_errors(data, tmp_path):

@@ -256,7 +256,9 @@ def main(argv, make_trainer: Callable | None = None) -> None:
         evaluate=evaluate,
         pretrained_model=FLAGS.pretrained_model,
     )
-    if FLAGS.sequence_data_dir and make_trainer is None:
+    if FLAGS.sequence_data_dir and make_trainer is not None:
+        raise UserError("--sequence_data_dir: SeqFace training runs in train_softmax only")
+    if FLAGS.sequence_data_dir:
         options = dataclasses.replace(_seqface_options(), sequence_data_dir=_training_data(FLAGS.sequence_data_dir, run_dir, True))
         make_trainer = lambda config: SeqFaceTrainer(config, options)  # noqa: E731
     result = (make_trainer or Trainer)(config).train()

@@ -141,6 +141,8 @@ def test_bad_options_are_one_line_errors(data, tmp_path):
         check_options(base, False, 0.01)
     with pytest.raises(UserError, match="--sequence_data_dir: 36 of 36 examples .* no image/sequence_id"):
         make_trainer((data[0], data[0]), tmp_path)  # labelled data given as sequences
+    with pytest.raises(UserError, match="needs 6 distinct sequences, .* has 5"):
+        make_trainer(data, tmp_path, batch_size=16, options={"sequence_ratio": 0.75})
 
 
 def test_cli_converts_sequence_folders_and_names_a_bad_ratio(data, tmp_path):

@@ -86,10 +86,16 @@ class SeqFaceTrainer(Trainer):
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise UserError(f"--batch_size={config.batch_size}: expected a multiple of the {replicas} replicas")
-        self.labelled_per_replica, _ = sequences.split_batch(
+        self.labelled_per_replica, per_replica = sequences.split_batch(
             config.batch_size // replicas, options.sequence_ratio, options.frames_per_sequence
         )
         self.index = sequences.index_sequences(options.sequence_data_dir)
+        available = len(np.unique(self.index.sequence_ids))
+        if per_replica > available:
+            raise UserError(
+                f"--sequence_ratio={options.sequence_ratio}: a (per-replica) batch needs {per_replica} distinct sequences, "
+                f"'{options.sequence_data_dir}' has {available}"
+            )
         num_agents = self.num_classes + self.index.num_sequences
         with self.strategy.scope():
             self.dsa = losses.DSALoss(

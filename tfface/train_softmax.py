@@ -26,7 +26,7 @@ from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
 from tfface.heads.partial_fc import check_partial_fc
-from tfface.models import has_dropout, list_backbones
+from tfface.models import InputShapeError, has_dropout, list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
 
@@ -232,7 +232,11 @@ def main(argv, make_trainer: Callable | None = None) -> None:
         evaluate=evaluate,
         pretrained_model=FLAGS.pretrained_model,
     )
-    result = (make_trainer or Trainer)(config).train()
+    try:
+        trainer = (make_trainer or Trainer)(config)
+    except InputShapeError as err:
+        raise UserError(f"--image_size/--image_width {image_size[0]}x{image_size[1]}: {err}") from None
+    result = trainer.train()
     print(f"Run directory: {result.run_dir}")
     if result.interrupted:  # exit as if killed by SIGTERM, so schedulers restart (and thereby resume) the job
         print(f"Interrupted by SIGTERM at step {result.steps}; checkpoint saved, rerun the same command to resume")

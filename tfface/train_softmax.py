@@ -27,7 +27,7 @@ from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
 from tfface.heads.partial_fc import check_partial_fc
-from tfface.models import has_dropout, list_backbones
+from tfface.models import InputShapeError, has_dropout, list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
 from tfface.training.seqface import SeqFaceOptions, SeqFaceTrainer
@@ -261,7 +261,11 @@ def main(argv, make_trainer: Callable | None = None) -> None:
     if FLAGS.sequence_data_dir:
         options = dataclasses.replace(_seqface_options(), sequence_data_dir=_training_data(FLAGS.sequence_data_dir, run_dir, True))
         make_trainer = lambda config: SeqFaceTrainer(config, options)  # noqa: E731
-    result = (make_trainer or Trainer)(config).train()
+    try:
+        trainer = (make_trainer or Trainer)(config)
+    except InputShapeError as err:
+        raise UserError(f"--image_size/--image_width {image_size[0]}x{image_size[1]}: {err}") from None
+    result = trainer.train()
     print(f"Run directory: {result.run_dir}")
     if result.interrupted:  # exit as if killed by SIGTERM, so schedulers restart (and thereby resume) the job
         print(f"Interrupted by SIGTERM at step {result.steps}; checkpoint saved, rerun the same command to resume")

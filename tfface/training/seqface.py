@@ -80,6 +80,7 @@ class SeqFaceTrainer(Trainer):
     def __init__(self, config: TrainConfig, options: SeqFaceOptions):
         check_options(options, config.partial_fc, config.center_loss_factor)
         self.options = options
+        self.index = sequences.index_sequences(options.sequence_data_dir)  # before building the model: fail fast
         super().__init__(config)
         if isinstance(self.strategy, tf.distribute.TPUStrategy):
             raise UserError("--sequence_data_dir: sequence frames are read by Python (tf.data from_generator), not on TPUs")
@@ -89,7 +90,6 @@ class SeqFaceTrainer(Trainer):
         self.labelled_per_replica, per_replica = sequences.split_batch(
             config.batch_size // replicas, options.sequence_ratio, options.frames_per_sequence
         )
-        self.index = sequences.index_sequences(options.sequence_data_dir)
         available = len(np.unique(self.index.sequence_ids))
         if per_replica > available:
             raise UserError(

@@ -83,3 +83,20 @@ def test_split_batch():
         sequences.split_batch(8, 0.1, 4)
     with pytest.raises(UserError, match="0 labelled"):
         sequences.split_batch(8, 0.9, 4)
+
+
+def test_index_cache_is_reused_while_the_shards_are_unchanged(sequence_dir, tmp_path):
+    cache = str(tmp_path / "index.npz")
+    built = sequences.index_sequences(sequence_dir, cache=cache)
+    stamp = os.stat(cache).st_mtime_ns
+    again = sequences.index_sequences(sequence_dir, cache=cache)
+    assert os.stat(cache).st_mtime_ns == stamp  # read, not rewritten
+    assert [os.path.abspath(p) for p in built.shards] == list(again.shards)
+    for name in ("shard", "offset", "length", "sequence_ids"):
+        np.testing.assert_array_equal(getattr(built, name), getattr(again, name))
+    copy = tmp_path / "copy"  # other shards (another place): indexed anew
+    copy.mkdir()
+    for path in tfrecord.list_shards(sequence_dir):
+        (copy / os.path.basename(path)).write_bytes(open(path, "rb").read())
+    moved = sequences.index_sequences(str(copy), cache=cache)
+    assert moved.shards[0].startswith(str(copy)) and os.stat(cache).st_mtime_ns != stamp

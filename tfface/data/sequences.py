@@ -63,24 +63,26 @@ def record_offsets(path: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(offsets, np.int64), np.array(lengths, np.int64)
 
 
-def index_sequences(data_dir: str, flag: str = "--sequence_data_dir") -> SequenceIndex:
-    """Indexes the TFRecord shards of ``data_dir``; every example must be a sequence frame."""
+def index_sequences(data_dir: str, flag: str = "--sequence_data_dir", cache: str | None = None) -> SequenceIndex:
+    """Indexes the TFRecord shards of ``data_dir``; every example must be a sequence frame.
+
+    Reading every frame's sequence id is a pass over the data; with ``cache`` (an ``.npz`` path,
+    e.g. in the run directory) the index is stored there and reused while the shards keep their
+    names and sizes.
+    """
     try:
         shards = tfrecord.list_shards(data_dir)
     except UserError:
         raise UserError(f"{flag}: no *.tfrecord shards in '{data_dir}' (a TFRecord directory or sequence folders)") from None
-    located = [record_offsets(path) for path in shards]
-    spec = {"image/sequence_id": tfrecord.FEATURE_SPEC["image/sequence_id"]}
-    records = tf.data.TFRecordDataset(shards).batch(4096)  # the files one after the other, like the offsets
-    ids = [tf.io.parse_example(batch, spec)["image/sequence_id"].numpy() for batch in records]
-    sequence_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    index = SequenceIndex(
-        shards=tuple(shards),
-        shard=np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(located)]),
-        offset=np.concatenate([o for o, _ in located]),
-        length=np.concatenate([n for _, n in located]),
-        sequence_ids=sequence_ids,
-    )
+    signature = np.array([f"{os.path.abspath(p)}:{os.path.getsize(p)}" for p in shards])
+    index = _load_index(cache, signature) if cache else None
+    if index is None:
+        index = _build_index(shards)
+        if cache:
+            tmp = f"{cache}.tmp-{os.getpid()}.npz"
+            np.savez(tmp, signature=signature, **{k: v for k, v in dataclasses.asdict(index).items() if k != "shards"})
+            os.replace(tmp, cache)
+    sequence_ids = index.sequence_ids
     missing = int(np.sum(sequence_ids < 0))
     if sequence_ids.size == 0 or missing:
         raise UserError(
@@ -89,6 +91,35 @@ def index_sequences(data_dir: str, flag: str = "--sequence_data_dir") -> Sequenc
         )
     logging.info("%d frames of %d sequences in %s", sequence_ids.size, len(np.unique(sequence_ids)), data_dir)
     return index
+
+
+def _build_index(shards: list[str]) -> SequenceIndex:
+    located = [record_offsets(path) for path in shards]
+    spec = {"image/sequence_id": tfrecord.FEATURE_SPEC["image/sequence_id"]}
+    records = tf.data.TFRecordDataset(shards).batch(4096)  # the files one after the other, like the offsets
+    ids = []
+    for batch in records:
+        ids.append(tf.io.parse_example(batch, spec)["image/sequence_id"].numpy())
+        if len(ids) % 100 == 0:
+            logging.info("indexing sequence frames: %d read", 4096 * len(ids))
+    return SequenceIndex(
+        shards=tuple(shards),
+        shard=np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(located)]),
+        offset=np.concatenate([o for o, _ in located]),
+        length=np.concatenate([n for _, n in located]),
+        sequence_ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
+    )
+
+
+def _load_index(cache: str, signature: np.ndarray) -> SequenceIndex | None:
+    """The cached index when it was made from the same shards (names and sizes), else None."""
+    if not os.path.isfile(cache):
+        return None
+    with np.load(cache) as stored:
+        if stored["signature"].tolist() != signature.tolist():
+            return None
+        arrays = {k: stored[k] for k in ("shard", "offset", "length", "sequence_ids")}
+    return SequenceIndex(shards=tuple(entry.rsplit(":", 1)[0] for entry in signature.tolist()), **arrays)
 
 
 class FrameReader:

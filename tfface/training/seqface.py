@@ -15,6 +15,7 @@ the sequence stream of epoch ``e`` depends only on ``(seed, e)``, so resuming st
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -24,6 +25,8 @@ from tfface import heads, losses
 from tfface.data import pipeline, sequences
 from tfface.errors import UserError
 from tfface.training.trainer import TrainConfig, Trainer, epoch_seed
+
+INDEX_FILE = "sequence_index.npz"  # in the run directory: the sequence frames' offsets and ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,9 @@ class SeqFaceTrainer(Trainer):
     def __init__(self, config: TrainConfig, options: SeqFaceOptions):
         check_options(options, config.partial_fc, config.center_loss_factor)
         self.options = options
-        self.index = sequences.index_sequences(options.sequence_data_dir)  # before building the model: fail fast
+        # Before building the model (fail fast); cached in the run directory for resumed runs.
+        os.makedirs(config.run_dir, exist_ok=True)
+        self.index = sequences.index_sequences(options.sequence_data_dir, cache=os.path.join(config.run_dir, INDEX_FILE))
         super().__init__(config)
         if isinstance(self.strategy, tf.distribute.TPUStrategy):
             raise UserError("--sequence_data_dir: sequence frames are read by Python (tf.data from_generator), not on TPUs")

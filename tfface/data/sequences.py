@@ -127,22 +127,17 @@ class FrameReader:
 
     def __init__(self, index: SequenceIndex):
         self.index = index
-        self._files: dict[int, int] = {}
-
-    def _fd(self, shard: int) -> int:
-        if shard not in self._files:
-            self._files[shard] = os.open(self.index.shards[shard], os.O_RDONLY)
-        return self._files[shard]
+        self._files = [os.open(path, os.O_RDONLY) for path in index.shards]
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         index = self.index
         return np.array(
-            [os.pread(self._fd(int(index.shard[i])), int(index.length[i]), int(index.offset[i])) for i in indices],
+            [os.pread(self._files[index.shard[i]], int(index.length[i]), int(index.offset[i])) for i in indices],
             dtype=object,
         )
 
     def __del__(self):
-        for fd in self._files.values():
+        for fd in getattr(self, "_files", ()):
             os.close(fd)
 
 

@@ -63,6 +63,26 @@ def test_matches_independent_reference(metric):
     assert result.tpr.shape == result.fpr.shape == (400,)
 
 
+def test_roc_covers_flip_concatenated_embeddings():
+    """facenet's use_flipped_images rows are two unit vectors side by side (squared distances up
+    to 8): the ROC must still run from (0, 0) to (1, 1), with the AUC of sklearn's exact ROC."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    emb, issame = _pairs(400, 1.2, rng)
+    flipped = emb + 0.3 * rng.normal(size=emb.shape)
+    concatenated = np.concatenate([emb, flipped / np.linalg.norm(flipped, axis=1, keepdims=True)], axis=1)
+    dist = distance(concatenated[0::2], concatenated[1::2])
+    assert dist.max() > 4.0  # beyond facenet's grid
+    result = evaluate(concatenated, issame)
+    assert result.roc_thresholds[-1] > dist.max() and result.roc_thresholds[1] == pytest.approx(0.01)
+    assert (result.fpr[0], result.tpr[0], result.fpr[-1], result.tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert result.auc == pytest.approx(roc_auc_score(issame, -dist), abs=0.01)
+    assert np.isfinite(result.eer) and 0.0 < result.eer < 0.5
+    within = evaluate(emb, issame)  # unit vectors: facenet's own grid
+    assert within.roc_thresholds.size == 400
+
+
 def test_perfect_and_random_embeddings():
     rng = np.random.default_rng(5)
     emb, issame = _pairs(300, 0.0, rng)

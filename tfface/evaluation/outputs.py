@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tfface.evaluation.verification import ROC_THRESHOLDS, VerificationResult
+from tfface.evaluation.verification import VerificationResult
 
 
 def _number(x: float) -> float | None:
@@ -30,7 +30,7 @@ def result_dict(result: VerificationResult) -> dict:
             {"accuracy": float(acc), "threshold": float(thr), "val": float(val), "far": float(far)}
             for acc, thr, val, far in zip(result.accuracy, result.thresholds, result.fold_val, result.fold_far)
         ],
-        "roc": {"thresholds": ROC_THRESHOLDS.round(4).tolist(), "fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()},
+        "roc": {"thresholds": result.roc_thresholds.round(4).tolist(), "fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()},
         "pairs": {"distance": result.distances.tolist(), "issame": result.issame.tolist()},
     }
 

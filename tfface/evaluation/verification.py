@@ -4,6 +4,11 @@ Pairs are interleaved in ``embeddings``: rows (0, 1), (2, 3), ... For every fold
 threshold with the best accuracy on the other folds is applied to the held-out fold (LFW's
 View 2 protocol). The VAL@FAR threshold is interpolated on the training folds as facenet
 does. ``distance_metric`` 0 = squared Euclidean, 1 = angular (arccos(cosine) / pi).
+
+facenet's threshold grids stop at 4, the largest squared distance of unit vectors. Embeddings
+of other norms (facenet's own ``use_flipped_images`` concatenates two unit vectors: distances up
+to 8) would leave the ROC truncated, its AUC too low and its EER undefined, so the grids are
+extended, in the same steps, past the largest distance measured; below 4 they are facenet's.
 """
 from __future__ import annotations
 
@@ -16,8 +21,12 @@ from sklearn.model_selection import KFold
 
 from tfface.errors import UserError
 
-ROC_THRESHOLDS = np.arange(0, 4, 0.01)
-VAL_THRESHOLDS = np.arange(0, 4, 0.001)
+ROC_STEP, VAL_STEP = 0.01, 0.001
+
+
+def threshold_grid(step: float, largest_distance: float) -> np.ndarray:
+    """facenet's ``np.arange(0, 4, step)``, extended past ``largest_distance`` when it is >= 4."""
+    return np.arange(0, max(4.0, largest_distance + 2 * step), step)
 
 
 @dataclasses.dataclass
@@ -33,6 +42,7 @@ class VerificationResult:
     auc: float
     eer: float
     thresholds: np.ndarray  # best threshold of each fold
+    roc_thresholds: np.ndarray  # the thresholds of ``tpr`` and ``fpr``
     fold_val: np.ndarray  # validation rate (TAR) of each fold at its FAR-target threshold
     fold_far: np.ndarray  # false accept rate of each fold at that threshold
     distances: np.ndarray  # (N,) each pair's distance as its test fold measured it
@@ -119,24 +129,26 @@ def evaluate(
     folds = _folds(issame.shape[0], nrof_folds, fold_ids)
     nrof_folds = len(folds)
 
-    tprs = np.zeros((nrof_folds, ROC_THRESHOLDS.size))
-    fprs = np.zeros((nrof_folds, ROC_THRESHOLDS.size))
+    fold_distances = [_fold_distances(emb1, emb2, train, test, distance_metric, subtract_mean) for train, test in folds]
+    largest = max(float(np.max(dist)) for dist in fold_distances)
+    roc_thresholds, val_thresholds = threshold_grid(ROC_STEP, largest), threshold_grid(VAL_STEP, largest)
+    tprs = np.zeros((nrof_folds, roc_thresholds.size))
+    fprs = np.zeros((nrof_folds, roc_thresholds.size))
     accuracy = np.zeros(nrof_folds)
     best = np.zeros(nrof_folds)
     val = np.zeros(nrof_folds)
     far = np.zeros(nrof_folds)
     distances = np.zeros(issame.shape[0])
-    for i, (train, test) in enumerate(folds):
-        dist = _fold_distances(emb1, emb2, train, test, distance_metric, subtract_mean)
+    for i, ((train, test), dist) in enumerate(zip(folds, fold_distances)):
         distances[test] = dist[test]
-        train_acc = [_rates(t, dist[train], issame[train])[2] for t in ROC_THRESHOLDS]
-        best[i] = ROC_THRESHOLDS[int(np.argmax(train_acc))]
-        for j, t in enumerate(ROC_THRESHOLDS):
+        train_acc = [_rates(t, dist[train], issame[train])[2] for t in roc_thresholds]
+        best[i] = roc_thresholds[int(np.argmax(train_acc))]
+        for j, t in enumerate(roc_thresholds):
             tprs[i, j], fprs[i, j], _ = _rates(t, dist[test], issame[test])
         accuracy[i] = _rates(best[i], dist[test], issame[test])[2]
 
-        far_train = np.array([_val_far(t, dist[train], issame[train])[1] for t in VAL_THRESHOLDS])
-        threshold = _threshold_at_far(far_train, far_target)
+        far_train = np.array([_val_far(t, dist[train], issame[train])[1] for t in val_thresholds])
+        threshold = _threshold_at_far(far_train, far_target, val_thresholds)
         val[i], far[i] = _val_far(threshold, dist[test], issame[test])
 
     tpr, fpr = np.mean(tprs, axis=0), np.mean(fprs, axis=0)
@@ -150,6 +162,7 @@ def evaluate(
         auc=float(metrics.auc(fpr, tpr)),
         eer=_eer(fpr, tpr),
         thresholds=best,
+        roc_thresholds=roc_thresholds,
         fold_val=val,
         fold_far=far,
         distances=distances,
@@ -172,7 +185,7 @@ def _folds(num_pairs: int, nrof_folds: int, fold_ids) -> list[tuple[np.ndarray, 
     return [(np.flatnonzero(fold_ids != f), np.flatnonzero(fold_ids == f)) for f in names]
 
 
-def _threshold_at_far(far_train: np.ndarray, far_target: float) -> float:
+def _threshold_at_far(far_train: np.ndarray, far_target: float, thresholds: np.ndarray) -> float:
     """Linear interpolation of threshold as a function of FAR at ``far_target`` (facenet's
     ``interp1d(far, thresholds, 'slinear')``); 0 when the target FAR is never reached.
 
@@ -182,7 +195,7 @@ def _threshold_at_far(far_train: np.ndarray, far_target: float) -> float:
     if np.max(far_train) < far_target:
         return 0.0
     far_values, first = np.unique(far_train, return_index=True)
-    return float(np.interp(far_target, far_values, VAL_THRESHOLDS[first]))
+    return float(np.interp(far_target, far_values, thresholds[first]))
 
 
 def _eer(fpr: np.ndarray, tpr: np.ndarray) -> float:

@@ -3,14 +3,13 @@ photos; testdata holds 30 of them).
 
     python -m tfface.recipes.orl --output_dir runs/orl      # or: make orl
 
-Aligns every photo with MTCNN, pretrains the network on synthetic identities
-(``tfface.make_synthetic``), fine-tunes it on the first ``--num_train_identities`` people (s1-s20),
+Aligns every photo with MTCNN, trains on the first ``--num_train_identities`` people (s1-s20),
 exports the model, then judges it on the people it never saw (s21-s30): LFW-protocol
 verification on all their same-person pairs plus as many different-person pairs, next to
 raw-pixel and eigenfaces baselines on the same pairs and folds, and facenet's SVM classifier
 trained on photos 1-5 of each and tested on photos 6-10; then the transfer check, verification
-of raw colour photos of other people (``--transfer_pairs``, aligned by the model). Prints each stage's time and the
-numbers, and writes them to ``OUTPUT_DIR/results.json``. Rerunning resumes finished stages.
+of raw colour photos of other people (``--transfer_pairs``, aligned by the model). Prints each
+stage's time and the numbers, and writes them to ``OUTPUT_DIR/results.json``. Rerunning resumes finished stages.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ import subprocess
 from absl import flags
 
 from tfface import cli
-from tfface.data.synthetic import make_synthetic_dataset
 from tfface.data.tfrecord import write_json_atomic
 from tfface.errors import UserError, check_dir, check_file
 from tfface.recipes import own_photos
@@ -34,10 +32,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where the recipe writes everything (resumed when it exists).")
 flags.DEFINE_string("orl_dir", "../shared/testdata/orl", "ORL photos: <orl_dir>/s<k>/<n>.pgm.")
 flags.DEFINE_integer("num_train_identities", 20, "Train on s1..sN; the other identities are never seen in training.")
-flags.DEFINE_string("pretrain_flagfile", os.path.join(CONFIGS, "orl_pretrain.flags"),
-                    "train_softmax flags of the synthetic pretraining ('' trains from scratch).")
-flags.DEFINE_list("pretrain_overrides", [], "More flags of the pretraining, e.g. --max_nrof_epochs=2.")
-flags.DEFINE_integer("synthetic_identities", 500, "Identities of the synthetic pretraining data.")
 flags.DEFINE_string("train_flagfile", os.path.join(CONFIGS, "orl.flags"), "train_softmax flags of the recipe.")
 flags.DEFINE_list("train_overrides", [], "More train_softmax flags, e.g. --max_nrof_epochs=2 (comma separated).")
 flags.DEFINE_enum("alignment", "facenet_crop", ["facenet_crop", "arcface", "sphereface"], "How faces are aligned.")
@@ -56,20 +50,6 @@ def _identities(orl_dir: str) -> list[str]:
     return sorted(names, key=lambda d: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", d)])
 
 
-def _flags(overrides: list[str]) -> list[str]:
-    return [f"--{flag.lstrip('-')}" for flag in overrides]
-
-
-def _pretrain(synthetic_dir: str, out: str) -> None:
-    """Synthetic identities (kept when already written), then ``--pretrain_flagfile`` on them into
-    ``out/pretrain``."""
-    dataset = make_synthetic_dataset(synthetic_dir, FLAGS.synthetic_identities, num_verify_identities=20)
-    command = own_photos.train_command(FLAGS.pretrain_flagfile, dataset["train_dir"], out, "pretrain",
-                                       _flags(FLAGS.pretrain_overrides))
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=os.path.dirname(CONFIGS))
-
-
 def main(argv) -> None:
     from tfface.inference import load_embedder
 
@@ -80,8 +60,6 @@ def main(argv) -> None:
     check_dir(FLAGS.orl_dir, "--orl_dir")
     orl_dir = os.path.abspath(FLAGS.orl_dir)
     check_file(FLAGS.train_flagfile, "--train_flagfile")
-    if FLAGS.pretrain_flagfile:
-        check_file(FLAGS.pretrain_flagfile, "--pretrain_flagfile")
     if FLAGS.transfer_pairs:
         check_file(FLAGS.transfer_pairs, "--transfer_pairs")
     names = _identities(orl_dir)
@@ -106,11 +84,8 @@ def main(argv) -> None:
     misses = [f"{split}/{entry['path']} ({entry['reason']})" for split, report in zip(aligned, reports)
               for entry in report["skipped_files"]]
     total = sum(report["photos"] for report in reports)
-    overrides = _flags(FLAGS.train_overrides)
-    if FLAGS.pretrain_flagfile:
-        stages.run("pretrain", _pretrain, os.path.join(out, "synthetic"), out)
-        overrides.insert(0, f"--pretrained_model={os.path.join(out, 'pretrain')}")
-    command = own_photos.train_command(FLAGS.train_flagfile, aligned["train"], out, "model", overrides)
+    command = own_photos.train_command(FLAGS.train_flagfile, aligned["train"], out, "model",
+                                       [f"--{flag.lstrip('-')}" for flag in FLAGS.train_overrides])
     print(" ".join(command), flush=True)
     stages.run("train", subprocess.run, command, check=True, cwd=os.path.dirname(CONFIGS))  # flagfile paths
     embedder = load_embedder(os.path.join(out, "model"))
@@ -118,13 +93,15 @@ def main(argv) -> None:
                           photos["train"], os.path.join(out, "pairs.txt"), FLAGS.use_flipped_images, FLAGS.seed)
     accuracy = stages.run("classify", own_photos.classification, embedder, aligned["unseen"],
                           os.path.join(out, "classifier.skops"), FLAGS.nrof_train_images_per_class)
-    transfer = FLAGS.transfer_pairs and stages.run("transfer", own_photos.transfer, embedder, FLAGS.transfer_pairs)
+    transfer = None
+    if FLAGS.transfer_pairs:
+        transfer = stages.run("transfer", own_photos.transfer, embedder, FLAGS.transfer_pairs)
     results = {
         "verification": {"model": verified.model, "model_std": verified.model_std, "raw_pixels": verified.raw_pixels,
                          "raw_pixels_aligned": verified.raw_pixels_aligned, "eigenfaces": verified.eigenfaces,
                          "num_pairs": verified.num_pairs},
         "classifier_accuracy": accuracy,
-        "transfer": transfer and dataclasses.asdict(transfer),
+        "transfer": dataclasses.asdict(transfer) if transfer else None,
         "aligned": total - len(misses), "photos": total, "misses": misses,
         "stage_seconds": stages.seconds, "model": embedder.path, "unseen_identities": unseen,
     }

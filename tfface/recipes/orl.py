@@ -7,11 +7,13 @@ Aligns every photo with MTCNN, trains on the first ``--num_train_identities`` pe
 exports the model, then judges it on the people it never saw (s21-s30): LFW-protocol
 verification on all their same-person pairs plus as many different-person pairs, next to
 raw-pixel and eigenfaces baselines on the same pairs and folds, and facenet's SVM classifier
-trained on photos 1-5 of each and tested on photos 6-10. Prints each stage's time and the
-numbers, and writes them to ``OUTPUT_DIR/results.json``. Rerunning resumes finished stages.
+trained on photos 1-5 of each and tested on photos 6-10; then the transfer check, verification
+of raw colour photos of other people (``--transfer_pairs``, aligned by the model). Prints each
+stage's time and the numbers, and writes them to ``OUTPUT_DIR/results.json``. Rerunning resumes finished stages.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -38,6 +40,9 @@ flags.DEFINE_integer("aligned_margin", 16, "facenet_crop margin around the detec
 flags.DEFINE_integer("nrof_train_images_per_class", 5, "Classifier: photos 1..N of each unseen person train it.")
 flags.DEFINE_boolean("use_flipped_images", True, "Verification embeds each face and its mirror image.")
 flags.DEFINE_integer("seed", 0, "Seed of the different-person pairs.")
+flags.DEFINE_string("transfer_pairs", "../shared/testdata/faces/pairs.csv",
+                    "Transfer check: file_x,file_y,Decision pairs of raw photos of other people, aligned by the "
+                    "model itself ('' skips it).")
 
 
 def _identities(orl_dir: str) -> list[str]:
@@ -55,6 +60,8 @@ def main(argv) -> None:
     check_dir(FLAGS.orl_dir, "--orl_dir")
     orl_dir = os.path.abspath(FLAGS.orl_dir)
     check_file(FLAGS.train_flagfile, "--train_flagfile")
+    if FLAGS.transfer_pairs:
+        check_file(FLAGS.transfer_pairs, "--transfer_pairs")
     names = _identities(orl_dir)
     if not 2 <= FLAGS.num_train_identities <= len(names) - 2:
         raise UserError(f"--num_train_identities: expected 2..{len(names) - 2} for the {len(names)} identities "
@@ -86,11 +93,15 @@ def main(argv) -> None:
                           photos["train"], os.path.join(out, "pairs.txt"), FLAGS.use_flipped_images, FLAGS.seed)
     accuracy = stages.run("classify", own_photos.classification, embedder, aligned["unseen"],
                           os.path.join(out, "classifier.skops"), FLAGS.nrof_train_images_per_class)
+    transfer = None
+    if FLAGS.transfer_pairs:
+        transfer = stages.run("transfer", own_photos.transfer, embedder, FLAGS.transfer_pairs)
     results = {
         "verification": {"model": verified.model, "model_std": verified.model_std, "raw_pixels": verified.raw_pixels,
                          "raw_pixels_aligned": verified.raw_pixels_aligned, "eigenfaces": verified.eigenfaces,
                          "num_pairs": verified.num_pairs},
         "classifier_accuracy": accuracy,
+        "transfer": dataclasses.asdict(transfer) if transfer else None,
         "aligned": total - len(misses), "photos": total, "misses": misses,
         "stage_seconds": stages.seconds, "model": embedder.path, "unseen_identities": unseen,
     }
@@ -107,6 +118,12 @@ def main(argv) -> None:
     print(f"  {'raw pixels (aligned faces)':<34}{verified.raw_pixels_aligned:.4f}")
     print(f"  {'eigenfaces (PCA-50, whitened)':<34}{verified.eigenfaces:.4f}")
     print(f"Classifier accuracy (photos 1-{FLAGS.nrof_train_images_per_class} train, the rest test): {accuracy:.3f}")
+    if transfer:
+        print(f"Transfer to {FLAGS.transfer_pairs} (raw photos, aligned by the model; {transfer.num_pairs} pairs, "
+              f"{transfer.same_pairs} same-person, {transfer.dropped_pairs} dropped: no face in "
+              f"{', '.join(transfer.photos_without_face) or 'none'}):")
+        print(f"  accuracy {transfer.accuracy:.4f}+-{transfer.accuracy_std:.4f} (always 'different': "
+              f"{1 - transfer.same_pairs / transfer.num_pairs:.4f}), AUC {transfer.auc:.3f}")
     print(json.dumps({"results": os.path.join(out, "results.json")}))
 
 

@@ -10,7 +10,8 @@ The steps of :mod:`tfface.recipes.orl` as functions, for any folder of identity 
 4. :func:`verification` builds pairs of the unseen identities, runs the LFW protocol on the
    exported model and, on the same pairs and folds, the raw-pixel and eigenfaces baselines;
 5. :func:`classification` trains facenet's SVM on the first photos of each unseen person and
-   classifies the others.
+   classifies the others;
+6. :func:`transfer` verifies pairs of raw photos of other people, aligned by the model itself.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import time
 from typing import Sequence
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from tfface import images
 from tfface.classification import embed_dataset, load_classifier, save_classifier, train_classifier
@@ -31,7 +33,7 @@ from tfface.data.folders import IMAGE_EXTENSIONS, ImageClass
 from tfface.errors import UserError
 from tfface.evaluation import baselines
 from tfface.evaluation.pairs import get_paths, make_pairs, read_pairs, write_pairs
-from tfface.evaluation.photo_pairs import embed_faces, unique_rows
+from tfface.evaluation.photo_pairs import embed_faces, evaluate_photo_pairs, read_csv_pairs, unique_rows
 from tfface.evaluation.verification import evaluate
 from tfface.inference import Embedder
 
@@ -170,3 +172,29 @@ def classification(embedder: Embedder, aligned_dir: str, classifier_file: str, n
     embeddings, labels, _ = embed_dataset(embedder, test)
     predicted, _ = classifier.predict(embeddings)
     return float(np.mean([name == test[label].name for name, label in zip(predicted, labels)]))
+
+
+@dataclasses.dataclass
+class Transfer:
+    """Verification of raw photos of people unlike the training ones (facenet's folds)."""
+
+    accuracy: float
+    accuracy_std: float
+    auc: float  # of the pair distances (facenet's fold-averaged ROC is undefined on one-class folds)
+    num_pairs: int
+    same_pairs: int
+    dropped_pairs: int
+    photos_without_face: list[str]
+
+
+def transfer(embedder: Embedder, pairs_csv: str, nrof_folds: int = 10) -> Transfer:
+    """The ``file_x,file_y,Decision`` pairs of ``pairs_csv`` (raw photos), each photo aligned as
+    the model's training faces were and embedded with its mirror image; pairs with a photo
+    without a face are dropped and counted."""
+    paths, issame = read_csv_pairs(pairs_csv)
+    found = evaluate_photo_pairs(embedder, paths, issame, use_flipped_images=True, nrof_folds=nrof_folds)
+    result = found.result
+    auc = roc_auc_score(result.issame, -result.distances)
+    return Transfer(float(result.accuracy.mean()), float(result.accuracy.std()), float(auc),
+                    found.num_pairs, int(result.issame.sum()), found.dropped_pairs,
+                    [os.path.relpath(p, os.path.dirname(pairs_csv)) for p in found.photos_without_face])

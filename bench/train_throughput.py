@@ -38,6 +38,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 BATCH_SIZES = {"mobilefacenet": 64, "ir_se_50": 16}
 LEARNING_RATE = 0.01
 HEAD = {"scale": 64.0, "margin": 0.5}
+POOL = 8  # random PyTorch batches, used in turn
 
 
 @dataclass
@@ -88,7 +89,7 @@ def tf_side(name: str, model: str, data_dir: str, run_dir: str, batch_size: int,
 
 
 def torch_side(model: str, batch_size: int, steps: int, num_classes: int, image_size: int, threads: int) -> Side:
-    """The same backbone and head in a plain PyTorch loop on random inputs."""
+    """The same backbone and head in a plain PyTorch loop on random inputs (a pool of POOL batches)."""
     import torch
     from torch_nets import NETS, ArcFace
 
@@ -97,13 +98,16 @@ def torch_side(model: str, batch_size: int, steps: int, num_classes: int, image_
     net, head = NETS[model](), ArcFace(512, num_classes, **HEAD)
     parameters = [*net.parameters(), *head.parameters()]
     optimizer = torch.optim.SGD(parameters, lr=LEARNING_RATE, momentum=0.9, nesterov=True)
-    images = torch.randn(batch_size, 3, image_size, image_size)
-    labels = torch.randint(0, num_classes, (batch_size,))
+    batches = [(torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, num_classes, (batch_size,)))
+               for _ in range(POOL)]
     net.train()
+    done = [0]
 
     def run():
         total = 0.0
         for _ in range(steps):
+            images, labels = batches[done[0] % POOL]
+            done[0] += 1
             logits, cos = head(net(images), labels)
             loss = torch.nn.functional.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)

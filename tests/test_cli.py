@@ -101,6 +101,8 @@ def test_train_from_identity_folders_mirrored_mixed_precision_center_loss(tiny):
         (["--data_dir={train}", "--no_such_flag=1"], ["no_such_flag"]),
         (["--data_dir={train}", "--head_kwargs=scale"], ["--head_kwargs", "key=value"]),
         (["--data_dir={train}", "--head_kwargs=bogus=1"], ["--head_kwargs", "bogus"]),
+        (["--data_dir={train}", "--model_def=mobilefacenet", "--image_size=56"],
+         ["--image_size/--image_width 56x56", "multiples of 16"]),
         ([], ["--data_dir is required"]),
     ],
 )

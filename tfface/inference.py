@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +23,15 @@ from tfface import images
 from tfface.errors import UserError
 from tfface.evaluation.embeddings import embed_paths
 from tfface.export import META_FILE, embedder_metadata
+
+
+class AlignedPhotos(NamedTuple):
+    """:meth:`Embedder.align_files`' result: uint8 ``faces`` (K, h, w, 3), the boolean mask
+    ``found`` (one per photo, K true) and (photo, reason) of each photo ``skipped``."""
+
+    faces: np.ndarray
+    found: np.ndarray
+    skipped: list[tuple[str, str]]
 
 
 def resolve_saved_model(path: str) -> str:
@@ -110,44 +119,54 @@ class Embedder:
         """
         if not align:
             return embed_paths(self.embed, list(paths), self.image_size, batch_size)
-        faces, found = self.align_files(paths)
+        faces, found, _ = self.align_files(paths)
         embeddings = np.full((len(found), self.embedding_size), np.nan, np.float32)
         embeddings[found] = self.embed_faces(faces, batch_size)
         return embeddings
 
-    def align_files(self, paths: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-        """Detects and aligns the most prominent face of each photo as the training faces were.
-
-        Returns the aligned faces, uint8 (K, h, w, 3) at the recorded alignment size, and a
-        boolean mask (len(paths),) of the photos they come from (K = its sum). Photos without a
-        face, or that cannot be read, are left out and logged with the reason.
-        """
-        from tfface_align.aligner import align_photos
-        from tfface_align.image_io import load_photo
-
+    def alignment_settings(self) -> tuple[str, int, float]:
+        """(kind, side, margin) of the model's training faces, for :mod:`tfface_align.aligner`;
+        a :class:`UserError` when the export records no alignment."""
         alignment = self.alignment
         if not alignment:
             raise UserError(f"model: '{self.path}' records no alignment (its training data did not come from "
                             f"tfface_align), so it cannot align photos the way it was trained; align them "
                             f"yourself and embed without align")
-        paths = list(paths)
-        found = np.zeros(len(paths), bool)
-        faces, missed = [], []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            results = align_photos([load_photo(p) for p in chunk], self.detector, alignment["align"],
-                                   int(alignment["image_size"][0]), float(alignment.get("margin") or 0))
-            for offset, (path, result) in enumerate(zip(chunk, results)):
+        return alignment["align"], int(alignment["image_size"][0]), float(alignment.get("margin") or 0)
+
+    def align_files(self, photos: Sequence[str | np.ndarray], batch_size: int = 16,
+                    detector=None) -> AlignedPhotos:
+        """Detects and aligns the most prominent face of each photo (a path or an RGB uint8
+        array) as the training faces were, with ``detector`` or :attr:`detector`.
+
+        Photos without a face, or that cannot be read, are left out, logged and listed with the
+        reason in ``skipped``; ``faces`` are at the recorded alignment size.
+        """
+        from tfface_align.aligner import align_photos
+        from tfface_align.image_io import Photo, load_photo
+
+        kind, side, margin = self.alignment_settings()
+        detector = detector or self.detector
+        photos = list(photos)
+        found = np.zeros(len(photos), bool)
+        faces, skipped = [], []
+        for start in range(0, len(photos), batch_size):
+            chunk = photos[start:start + batch_size]
+            loaded = [load_photo(p) if isinstance(p, str) else Photo(np.asarray(p, np.uint8), "ok", (), 1.0)
+                      for p in chunk]
+            for offset, (photo, result) in enumerate(zip(chunk, align_photos(loaded, detector, kind, side, margin))):
                 if result.faces:
                     found[start + offset] = True
                     faces.append(result.faces[0].image)
                 else:
-                    missed.append(f"{path} ({result.status})")
-            logging.log_every_n_seconds(logging.INFO, "aligned %d/%d photos", 10, start + len(chunk), len(paths))
-        if missed:
-            logging.warning("no face aligned in %d of %d photos: %s", len(missed), len(paths), ", ".join(missed))
-        height, width = (int(v) for v in alignment["image_size"])
-        return np.stack(faces) if faces else np.zeros((0, height, width, 3), np.uint8), found
+                    name = photo if isinstance(photo, str) else f"image #{start + offset}"
+                    skipped.append((name, result.status.replace("_", " ")))
+            logging.log_every_n_seconds(logging.INFO, "aligned %d/%d photos", 10, start + len(chunk), len(photos))
+        if skipped:
+            logging.warning("no face aligned in %d of %d photos: %s", len(skipped), len(photos),
+                            ", ".join(f"{name} ({why})" for name, why in skipped))
+        height, width = (int(v) for v in self.alignment["image_size"])
+        return AlignedPhotos(np.stack(faces) if faces else np.zeros((0, height, width, 3), np.uint8), found, skipped)
 
     @property
     def detector(self):

@@ -12,19 +12,8 @@ import numpy as np
 
 import tfface_align
 from tfface import images
-from tfface.errors import UserError
 from tfface.inference import Embedder
-from tfface_align.aligner import align_faces, align_photos
-from tfface_align.image_io import Photo, load_photo
-
-
-def _alignment(embedder: Embedder) -> tuple[str, int, float]:
-    """(kind, side, margin) of the model's training faces, for :mod:`tfface_align.aligner`."""
-    alignment = embedder.alignment
-    if not alignment:
-        raise UserError(f"model: '{embedder.path}' does not record how its training faces were aligned "
-                        "(export it with an alignment) so faces cannot be cut the same way")
-    return alignment["align"], int(alignment["image_size"][0]), float(alignment.get("margin", 0))
+from tfface_align.aligner import align_faces
 
 
 def _model_size(embedder: Embedder, chips: list[np.ndarray]) -> np.ndarray:
@@ -39,7 +28,7 @@ def aligned_faces(embedder: Embedder, image: np.ndarray, boxes: np.ndarray, land
     """The detected faces of one RGB ``image`` cut as the model's training faces were: uint8
     (M, H, W, 3) at ``embedder.image_size``, and the index among ``boxes`` of each (a facenet
     crop that falls outside the image is dropped)."""
-    kind, side, margin = _alignment(embedder)
+    kind, side, margin = embedder.alignment_settings()
     faces = align_faces(image, boxes, landmarks, kind, side, margin, detect_multiple_faces=True)
     return _model_size(embedder, [face.image for face in faces]), [face.index for face in faces]
 
@@ -68,19 +57,6 @@ def embed_photos(embedder: Embedder, detector: tfface_align.MTCNN, photos: Seque
                  flip: bool = True, batch_size: int = 32) -> PhotoEmbeddings:
     """Embeds the main face (facenet's choice: large and central) of every photo (a path or an RGB
     array); unreadable photos and photos without a face are skipped and reported, never embedded."""
-    kind, side, margin = _alignment(embedder)
-    embeddings, used, skipped = [], [], []
-    for start in range(0, len(photos), batch_size):
-        chunk = photos[start:start + batch_size]
-        loaded = [load_photo(p) if isinstance(p, str) else Photo(np.asarray(p, np.uint8), "ok", (), 1.0) for p in chunk]
-        chips = []
-        for offset, (photo, result) in enumerate(zip(chunk, align_photos(loaded, detector, kind, side, margin))):
-            if result.faces:
-                chips.append(result.faces[0].image)
-                used.append(start + offset)
-            else:
-                skipped.append((photo if isinstance(photo, str) else f"image #{start + offset}",
-                                result.status.replace("_", " ")))
-        embeddings.append(embed_faces(embedder, _model_size(embedder, chips), flip))
-    dim = int(embedder.metadata.get("embedding_size", 0))
-    return PhotoEmbeddings(np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32), used, skipped)
+    faces, found, skipped = embedder.align_files(photos, batch_size, detector)
+    return PhotoEmbeddings(embed_faces(embedder, _model_size(embedder, list(faces)), flip),
+                           [int(i) for i in np.flatnonzero(found)], skipped)

@@ -10,6 +10,7 @@ model is evaluated on the pairs after every epoch, printing facenet's result lin
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -26,9 +27,11 @@ from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
 from tfface.heads.partial_fc import check_partial_fc
-from tfface.models import has_dropout, list_backbones
+from tfface.models import InputShapeError, has_dropout, list_backbones
 from tfface.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
+from tfface.training.seqface import SeqFaceOptions, SeqFaceTrainer
+from tfface.training.seqface import check_options as check_seqface_options
 
 FLAGS = flags.FLAGS
 
@@ -85,6 +88,19 @@ flags.DEFINE_boolean("lfw_use_flipped_images", False, "Concatenate embeddings of
 flags.DEFINE_boolean("lfw_subtract_mean", False, "Subtract the training folds' mean embedding.")
 flags.DEFINE_string("eval_bins", "", "Directory of InsightFace .bin sets to evaluate on after every epoch.")
 flags.DEFINE_list("eval_targets", ["lfw"], "Sets of --eval_bins to evaluate (<eval_bins>/<name>.bin).")
+# SeqFace (tfface.training.seqface): labelled data_dir mixed per batch with unlabelled sequences.
+flags.DEFINE_string("sequence_data_dir", "", "SeqFace: unlabelled face sequences, TFRecords with image/sequence_id or "
+                    "a folder of sequence folders (frames); trains with the LSR and DSA losses.")
+flags.DEFINE_float("sequence_ratio", 0.5, "SeqFace: share of every batch that is sequence frames (whole sequences).")
+flags.DEFINE_integer("frames_per_sequence", 4, "SeqFace: frames of each sampled sequence in a batch.")
+flags.DEFINE_float("dsa_loss_weight", 0.04, "SeqFace: weight of the DSA loss.")
+flags.DEFINE_float("dsa_lambda", 0.5, "SeqFace DSA: weight of the pull term (1 - lambda: push).")
+flags.DEFINE_float("dsa_alpha", 2.0, "SeqFace DSA: factor of the own-agent distance in the push hinge.")
+flags.DEFINE_float("dsa_beta", 1.0, "SeqFace DSA: margin of the push hinge.")
+flags.DEFINE_float("dsa_agent_rate", 0.05, "SeqFace DSA: step of the agent (centre) updates.")
+flags.DEFINE_float("dsa_dropout_ratio", 0.99, "SeqFace DSA: share of the agents left out of each step's push term.")
+flags.DEFINE_integer("dsa_center_iter", 0, "SeqFace DSA warm-up: steps before the pull term counts.")
+flags.DEFINE_integer("dsa_diff_iter", 0, "SeqFace DSA warm-up: steps before the push term counts.")
 
 
 def parse_kwargs(items: list[str], flag: str) -> dict:
@@ -105,20 +121,26 @@ def parse_kwargs(items: list[str], flag: str) -> dict:
     return kwargs
 
 
-def _training_data(data_dir: str, run_dir: str) -> str:
-    """A TFRecord directory for ``data_dir`` (identity folders are converted into the run dir)."""
-    check_dir(data_dir, "data_dir")
+def _training_data(data_dir: str, run_dir: str, sequences: bool = False) -> str:
+    """A TFRecord directory for ``data_dir`` (identity folders, or with ``sequences`` sequence
+    folders, are converted into the run dir)."""
+    flag, target = ("sequence_data_dir", "sequence_tfrecords") if sequences else ("data_dir", "tfrecords")
+    check_dir(data_dir, flag)
     if any(name.endswith(".tfrecord") for name in os.listdir(data_dir)) or rec_source.is_rec_dir(data_dir):
         return data_dir
-    converted = os.path.join(run_dir, "tfrecords")
+    converted = os.path.join(run_dir, target)
     if os.path.isfile(os.path.join(converted, tfrecord.INFO_FILE)):
         return converted
-    dataset = folders.filter_min_images(folders.get_dataset(data_dir), FLAGS.min_nrof_images_per_class)
+    dataset = folders.filter_min_images(folders.get_dataset(data_dir), 1 if sequences else FLAGS.min_nrof_images_per_class)
     if not dataset or not any(len(cls) for cls in dataset):
-        raise UserError(f"data_dir: '{data_dir}' has no images (min_nrof_images_per_class={FLAGS.min_nrof_images_per_class})")
-    logging.info("converting %d identity folders of %s to TFRecords in %s", len(dataset), data_dir, converted)
-    folders.dataset_to_tfrecords(dataset, converted)
+        raise UserError(f"{flag}: '{data_dir}' has no images (min_nrof_images_per_class={FLAGS.min_nrof_images_per_class})")
+    logging.info("converting %d folders of %s to TFRecords in %s", len(dataset), data_dir, converted)
+    folders.dataset_to_tfrecords(dataset, converted, sequences=sequences)
     return converted
+
+
+def _seqface_options() -> SeqFaceOptions:
+    return SeqFaceOptions(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(SeqFaceOptions)})
 
 
 def _validate_flags() -> None:
@@ -147,6 +169,8 @@ def _validate_flags() -> None:
         check_dir(FLAGS.eval_bins, "--eval_bins")
     if FLAGS.partial_fc:
         check_partial_fc(FLAGS.head, FLAGS.sample_rate, FLAGS.strategy, FLAGS.mixed_precision)
+    if FLAGS.sequence_data_dir:
+        check_seqface_options(_seqface_options(), FLAGS.partial_fc, FLAGS.center_loss_factor)
 
 
 def _write_flags(run_dir: str, subdir: str) -> None:
@@ -237,7 +261,16 @@ def main(argv, make_trainer: Callable | None = None) -> None:
         evaluate=evaluate,
         pretrained_model=FLAGS.pretrained_model,
     )
-    result = (make_trainer or Trainer)(config).train()
+    if FLAGS.sequence_data_dir and make_trainer is not None:
+        raise UserError("--sequence_data_dir: SeqFace training runs in train_softmax only")
+    if FLAGS.sequence_data_dir:
+        options = dataclasses.replace(_seqface_options(), sequence_data_dir=_training_data(FLAGS.sequence_data_dir, run_dir, True))
+        make_trainer = lambda config: SeqFaceTrainer(config, options)  # noqa: E731
+    try:
+        trainer = (make_trainer or Trainer)(config)
+    except InputShapeError as err:
+        raise UserError(f"--image_size/--image_width {image_size[0]}x{image_size[1]}: {err}") from None
+    result = trainer.train()
     print(f"Run directory: {result.run_dir}")
     if result.interrupted:  # exit as if killed by SIGTERM, so schedulers restart (and thereby resume) the job
         print(f"Interrupted by SIGTERM at step {result.steps}; checkpoint saved, rerun the same command to resume")

@@ -26,7 +26,7 @@ import os
 from absl import flags
 
 from tfface import cli
-from tfface.errors import UserError, check_dir, check_positive
+from tfface.errors import UserError, check_positive
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.pairs import get_paths, read_pairs
@@ -55,12 +55,7 @@ flags.DEFINE_boolean("save_threshold", False, "Write the cross-validated thresho
 
 
 def main(argv) -> None:
-    if len(argv) != 3:
-        raise UserError("usage: python -m tfface.validate_on_lfw <lfw_dir> <model> [--flags]")
-    lfw_dir, model_path = argv[1], argv[2]
-    check_dir(lfw_dir, "lfw_dir")
-    if not os.path.exists(model_path):
-        raise UserError(f"model: '{model_path}' does not exist")
+    lfw_dir, model_path = cli.data_and_model(argv, "tfface.validate_on_lfw", "lfw_dir")
     check_positive(FLAGS.lfw_batch_size, "--lfw_batch_size")
     if FLAGS.lfw_nrof_folds < 2:
         raise UserError(f"--lfw_nrof_folds: expected at least 2, got {FLAGS.lfw_nrof_folds}")

@@ -15,7 +15,7 @@ import os
 from absl import flags
 
 from tfface import cli
-from tfface.errors import UserError, check_dir, check_positive
+from tfface.errors import check_positive
 from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.sequences import AGGREGATIONS, evaluate_sequences
 from tfface.inference import load_embedder
@@ -32,12 +32,7 @@ flags.DEFINE_string("roc_plot", "", "Write the ROC (AUC, EER) and distance histo
 
 
 def main(argv) -> None:
-    if len(argv) != 3:
-        raise UserError("usage: python -m tfface.validate_on_sequences <frames_dir> <model> [--flags]")
-    frames_dir, model_path = argv[1], argv[2]
-    check_dir(frames_dir, "frames_dir")
-    if not os.path.exists(model_path):
-        raise UserError(f"model: '{model_path}' does not exist")
+    frames_dir, model_path = cli.data_and_model(argv, "tfface.validate_on_sequences", "frames_dir")
     check_positive(FLAGS.batch_size, "--batch_size")
     check_positive(FLAGS.frames_per_sequence, "--frames_per_sequence", allow_zero=True)
     splits = FLAGS.splits or os.path.join(frames_dir, "splits.txt")

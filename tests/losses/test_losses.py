@@ -265,8 +265,30 @@ def test_dsa_random_agent_subset_is_one_of_the_subsets():
         assert np.min(np.abs(np.array(candidates) - got)) < 1e-5
 
 
+def test_dsa_warm_up_and_agent_subsets_follow_the_iteration():
+    num_classes, num_sequences, dim, x, labels, seq = dsa_problem(3)
+    kwargs = dict(lambda_=0.4, beta=1.0, num_negative_agents=3, center_iter=1, diff_iter=2, seed=4)
+    layer = losses.DSALoss(num_classes, num_sequences, dim, **kwargs)
+    x = tf.constant(x, tf.float32)
+    for k in range(4):  # the seed's warm-up: pull from call 2 on, push from call 3 on
+        pull, push = (t.numpy() for t in layer.terms(x, labels, seq))
+        got = layer(x, labels, seq, training=True).numpy()
+        assert push > 0 and got == pytest.approx(0.4 * (k >= 1) * pull + 0.6 * (k >= 2) * push, rel=1e-6, abs=1e-7)
+    assert int(layer.iteration.numpy()) == 4
+    twin = losses.DSALoss.from_config(layer.get_config())  # same seed: the same subset at each iteration
+    twin.agents.assign(layer.agents)
+    pushes = set()
+    for k in range(6):
+        twin.iteration.assign(k)
+        layer.iteration.assign(k)
+        push = layer.terms(x, labels, seq)[1].numpy()
+        assert twin.terms(x, labels, seq)[1].numpy() == push
+        pushes.add(float(push))
+    assert len(pushes) > 1  # with fixed agents, the subset changes with the iteration
+
+
 def test_distributed_updates_sum_over_replicas():
-    """MirroredStrategy on 2 logical CPUs: counter +1 per step, centre updates summed over replicas."""
+    """MirroredStrategy on 2 logical CPUs: counters +1 per step, centre and agent updates summed over replicas."""
     script = r"""
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -277,13 +299,18 @@ with strategy.scope():
     head = heads.SphereFace(3)
     head.build([(None, 4), (None,)])
     center = losses.CenterLoss(3, 4, alpha=0.5)
+    dsa = losses.DSALoss(3, 2, 4, agent_rate=0.5)
 x = np.random.RandomState(0).randn(4, 4).astype("float32")
+seq = np.array([-1, 0, -1, 1], "int32")
+agents = dsa.agents.numpy().astype("float64")
 y = np.array([0, 1, 1, 2], "int32")
 ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
 @tf.function
 def step(batch):
     def fn(xb, yb):
-        return center(xb, yb, training=True) + tf.reduce_sum(head([xb, yb], training=True)) * 0
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        sb = tf.gather(tf.constant(seq), 2 * replica + tf.range(2))  # this replica's 2 examples
+        return center(xb, yb, training=True) + tf.reduce_sum(head([xb, yb], training=True)) * 0 + dsa(xb, yb, sb, training=True)
     return strategy.run(fn, args=batch)
 for _ in range(2):
     for b in ds:
@@ -295,6 +322,15 @@ for _ in range(2):
         want[yi] -= 0.5 * (old[yi] - xi)
 assert int(head.iteration.numpy()) == 2, head.iteration.numpy()
 np.testing.assert_allclose(center.centers.numpy(), want, atol=1e-5)
+assert int(dsa.iteration.numpy()) == 2, dsa.iteration.numpy()
+own = np.where(seq >= 0, 3 + seq, y)
+for _ in range(2):
+    old = agents.copy()
+    for part in (slice(0, 2), slice(2, 4)):  # per replica, then summed
+        for j in np.unique(own[part]):
+            members = x[part][own[part] == j]
+            agents[j] -= 0.5 * np.sum(old[j] - members, axis=0) / (1 + len(members))
+np.testing.assert_allclose(dsa.agents.numpy(), agents, atol=1e-5)
 print("OK")
 """
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -139,10 +139,14 @@ def dataset_to_tfrecords(
     num_shards: int = 4,
     alignment: str = "none",
     num_threads: int = 4,
+    sequences: bool = False,
 ) -> dict:
     """Converts identity folders to TFRecord shards; returns ``dataset_info.json``'s content.
 
     Bad files are skipped; ``output_dir/conversion_report.json`` lists them with the reason.
+    With ``sequences`` every folder is one unlabelled face sequence (SeqFace, e.g. the frames
+    of one video track): its frames get ``image/sequence_id`` = the folder's index (as label
+    too) and ``dataset_info.json`` records ``num_sequences``.
     """
     class_names = [cls.name for cls in dataset]
     jobs = [(label, path) for label, cls in enumerate(dataset) for path in cls.image_paths]
@@ -160,11 +164,14 @@ def dataset_to_tfrecords(
             sizes.add((height, width))
             writer.write(
                 tfrecord.make_example(
-                    encoded, label, height, width, fmt, text=class_names[label], source_id=path
+                    encoded, label, height, width, fmt, text=class_names[label], source_id=path,
+                    sequence_id=label if sequences else -1,
                 )
             )
         writer.info["image_size"] = list(sizes.pop()) if len(sizes) == 1 else None
         writer.info["num_skipped"] = len(skipped)
+        if sequences:
+            writer.info["num_sequences"] = len(class_names)
     tfrecord.write_json_atomic(
         os.path.join(output_dir, REPORT_FILE),
         {"num_files": len(jobs), "num_written": len(jobs) - len(skipped), "skipped": skipped},

@@ -73,7 +73,7 @@ def evaluate_photo_pairs(
     every distinct photo is aligned and embedded once (with its mirror image when
     ``use_flipped_images``, the two embeddings concatenated as facenet does)."""
     unique, rows = unique_rows(paths)
-    faces, found = embedder.align_files(unique)
+    faces, found, _ = embedder.align_files(unique)
     embeddings = embed_faces(embedder, faces, use_flipped_images)
     face_row = np.full(len(unique), -1)
     face_row[found] = np.arange(int(found.sum()))

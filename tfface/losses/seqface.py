@@ -73,8 +73,13 @@ class DSALoss(keras.layers.Layer):
     ``training=True`` applies ``c_j <- c_j - agent_rate * sum_{i: a_i = j} (c_j - x_i) / (1 + n_j)``
     (n_j = examples of agent j in the batch; under a strategy n_j counts the replica's share of
     the batch and the per-replica updates are summed).
-    The seed's warm-up iterations (``center_iter``/``diff_iter``) are left to the trainer's
-    loss-weight schedule.
+
+    Warm-up, as the seed's ``center_iter``/``diff_iter``: the layer counts its training calls
+    (``iteration``, a non-trainable weight saved in checkpoints, +1 per training call, once per
+    step under a strategy). The pull term counts only once ``center_iter`` calls are done, the
+    push term once ``diff_iter`` are done; before that the term is 0 (no gradient) while the
+    agents are still moved towards their examples. The random subset J is drawn statelessly from
+    ``(seed, iteration)``, so a resumed run draws the subsets an uninterrupted one would.
 
     Args:
         num_classes: C, labelled identities.
@@ -85,6 +90,9 @@ class DSALoss(keras.layers.Layer):
         beta: >= 0, the margin of the push term.
         agent_rate: step of the agent update.
         num_negative_agents: size of the random subset J, or None for all agents.
+        center_iter: training calls before the pull term counts.
+        diff_iter: training calls before the push term counts.
+        seed: of the random agent subsets.
 
     Call: ``loss = dsa(embeddings, labels, sequence_ids, training=True)`` -> scalar float32.
     """
@@ -99,6 +107,9 @@ class DSALoss(keras.layers.Layer):
         beta: float = 0.5,
         agent_rate: float = 0.5,
         num_negative_agents: int | None = None,
+        center_iter: int = 0,
+        diff_iter: int = 0,
+        seed: int = 0,
         **kwargs,
     ):
         kwargs["dtype"] = "float32"
@@ -111,6 +122,15 @@ class DSALoss(keras.layers.Layer):
         self.lambda_, self.alpha, self.beta = float(lambda_), float(alpha), float(beta)
         self.agent_rate = float(agent_rate)
         self.num_negative_agents = None if num_negative_agents is None else int(num_negative_agents)
+        if self.num_negative_agents is not None and not 1 <= self.num_negative_agents <= self.num_agents:
+            raise ValueError(f"num_negative_agents: expected 1..{self.num_agents}, got {self.num_negative_agents}")
+        if center_iter < 0 or diff_iter < 0:
+            raise ValueError(f"expected center_iter, diff_iter >= 0; got {center_iter}, {diff_iter}")
+        self.center_iter, self.diff_iter, self.seed = int(center_iter), int(diff_iter), int(seed)
+        self.iteration = self.add_weight(
+            name="iteration", shape=(), dtype="int64", initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
         self.agents = self.add_weight(
             name="agents", shape=(self.num_agents, self.embedding_dim),
             initializer=keras.initializers.GlorotUniform(), trainable=False, aggregation="sum",
@@ -121,14 +141,18 @@ class DSALoss(keras.layers.Layer):
     def num_agents(self) -> int:
         return self.num_classes + self.num_sequences
 
-    def call(self, embeddings, labels, sequence_ids, training=None):
+    def terms(self, embeddings, labels, sequence_ids) -> tuple[tf.Tensor, tf.Tensor]:
+        """The batch means of the pull term ``d_{i,a_i}`` and of the push term (its sum over J
+        divided by |J|), without warm-up or weights; J is drawn for the current ``iteration``."""
         x = tf.cast(embeddings, tf.float32)
         agents = tf.convert_to_tensor(self.agents)
         own = sequence_agent_ids(labels, sequence_ids, self.num_classes)
         if self.num_negative_agents is None:
             considered = tf.range(self.num_agents)
         else:
-            considered = tf.random.shuffle(tf.range(self.num_agents))[: self.num_negative_agents]
+            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.iteration)])
+            order = tf.argsort(tf.random.stateless_uniform([self.num_agents], seed))
+            considered = order[: self.num_negative_agents]
         c = tf.gather(agents, considered)
         d_own = 0.25 * tf.reduce_sum(tf.square(x - tf.gather(agents, own)), axis=1)
         d = 0.25 * tf.maximum(
@@ -144,9 +168,20 @@ class DSALoss(keras.layers.Layer):
         hinge = tf.maximum(self.alpha * d_own[:, None] - d + self.beta, 0.0)
         push = tf.reduce_sum(tf.where(pushed, hinge, tf.zeros_like(hinge)), axis=1)
         size = tf.cast(tf.size(considered), tf.float32)
-        loss = tf.reduce_mean(self.lambda_ * d_own + (1.0 - self.lambda_) * push / size)
+        return tf.reduce_mean(d_own), tf.reduce_mean(push) / size
+
+    def warmup_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """(pull, push) weights for the current ``iteration``: 0.0 during their warm-up, else 1.0."""
+        done = tf.convert_to_tensor(self.iteration)
+        return tf.cast(done >= self.center_iter, tf.float32), tf.cast(done >= self.diff_iter, tf.float32)
+
+    def call(self, embeddings, labels, sequence_ids, training=None):
+        pull, push = self.terms(embeddings, labels, sequence_ids)
+        on_pull, on_push = self.warmup_weights()
+        loss = self.lambda_ * on_pull * pull + (1.0 - self.lambda_) * on_push * push
         if training:
-            self.update_agents(x, own)
+            self.update_agents(embeddings, sequence_agent_ids(labels, sequence_ids, self.num_classes))
+            self.iteration.assign_add(1)
         return loss
 
     def update_agents(self, embeddings: tf.Tensor, agent_ids: tf.Tensor) -> None:
@@ -170,4 +205,7 @@ class DSALoss(keras.layers.Layer):
             "beta": self.beta,
             "agent_rate": self.agent_rate,
             "num_negative_agents": self.num_negative_agents,
+            "center_iter": self.center_iter,
+            "diff_iter": self.diff_iter,
+            "seed": self.seed,
         }

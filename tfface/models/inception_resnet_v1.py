@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import BatchNormalization
+from tfface.models.layers import BatchNormalization, InputShapeError
 from tfface.models.registry import register_backbone
 
 BN_EPSILON = 1e-3  # facenet batch_norm_params["epsilon"]
@@ -135,7 +135,7 @@ class InceptionResnetV1(keras.Model):
     ):
         input_shape = tuple(input_shape)
         if len(input_shape) != 3 or min(input_shape[:2]) < MIN_INPUT_SIZE:
-            raise ValueError(
+            raise InputShapeError(
                 f"InceptionResnetV1 input_shape: expected (H, W, C) with H, W >= {MIN_INPUT_SIZE}, got {input_shape}"
             )
         if not 0.0 < keep_probability <= 1.0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import Backbone, BatchNormalization, check_input_shape, conv2d, prelu
+from tfface.models.layers import Backbone, BatchNormalization, InputShapeError, check_input_shape, conv2d, prelu
 from tfface.models.registry import register_backbone
 
 #: Units per stage (64, 128, 256, 512 channels), by depth.
@@ -99,7 +99,7 @@ class InsightFaceIR(Backbone):
             raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
         input_shape = check_input_shape(input_shape, "IR")
         if input_shape[0] % 16 or input_shape[1] % 16:
-            raise ValueError(f"IR input_shape: H and W must be multiples of 16, got {input_shape}")
+            raise InputShapeError(f"IR input_shape: H and W must be multiples of 16, got {input_shape}")
         inputs = keras.Input(input_shape, name="images")
         x = conv2d(inputs, 64, 3, 1, 1, name="input_conv", use_bias=False)
         x = _bn(x, "input_bn")

@@ -171,11 +171,15 @@ def flatten_embedding(
     return layers.Dense(embedding_size, kernel_initializer=kernel_initializer, dtype="float32", name=name)(x)
 
 
+class InputShapeError(ValueError):
+    """A backbone cannot take this input size (callers map it to their size flags)."""
+
+
 def check_input_shape(input_shape, family: str) -> tuple[int, int, int]:
-    """``input_shape`` as a tuple of 3 positive ints, or a ValueError naming ``family``."""
+    """``input_shape`` as a tuple of 3 positive ints, or an :class:`InputShapeError` naming ``family``."""
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"{family} input_shape must be (H, W, C) with positive sizes, got {tuple(input_shape)}")
+        raise InputShapeError(f"{family} input_shape must be (H, W, C) with positive sizes, got {tuple(input_shape)}")
     return shape
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import BatchNormalization, prelu
+from tfface.models.layers import BatchNormalization, InputShapeError, prelu
 from tfface.models.registry import register_backbone
 
 _BN_EPS = 1e-5
@@ -59,7 +59,7 @@ class MobileFaceNet(keras.Model):
     def __init__(self, input_shape=(112, 112, 3), embedding_size=512, **kwargs):
         input_shape = tuple(input_shape)
         if input_shape[0] % 16 or input_shape[1] % 16:
-            raise ValueError(f"MobileFaceNet input_shape: H and W must be multiples of 16, got {input_shape}")
+            raise InputShapeError(f"MobileFaceNet input_shape: H and W must be multiples of 16, got {input_shape}")
         inputs = keras.Input(input_shape, name="images")
         x = _conv_bn(inputs, 64, 3, 2, "conv1")
         x = _conv_bn(x, 64, 3, 1, "conv2", depthwise=True)

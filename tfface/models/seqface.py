@@ -17,7 +17,7 @@ import functools
 import keras
 from keras import layers
 
-from tfface.models.layers import Backbone, caffe_xavier, check_input_shape, conv2d, flatten_embedding, prelu, prelu_residual_units
+from tfface.models.layers import Backbone, InputShapeError, caffe_xavier, check_input_shape, conv2d, flatten_embedding, prelu, prelu_residual_units
 from tfface.models.registry import register_backbone
 from tfface.models.sphereface import SphereFaceNet
 
@@ -64,7 +64,7 @@ class SeqFaceResNet27(Backbone):
     ):
         input_shape = check_input_shape(input_shape, "SeqFace ResNet-27")
         if min(_resnet27_feature_size(input_shape[0]), _resnet27_feature_size(input_shape[1])) < 1:
-            raise ValueError(f"SeqFace ResNet-27 input_shape: H and W must be at least 33, got {input_shape}")
+            raise InputShapeError(f"SeqFace ResNet-27 input_shape: H and W must be at least 33, got {input_shape}")
         inputs = keras.Input(input_shape, name="images")
         x = conv2d(inputs, 32, 3, name="conv1a", kernel_initializer=caffe_xavier())
         x = prelu(x, "relu1a")

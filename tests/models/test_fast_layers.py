@@ -81,6 +81,17 @@ def test_batch_norm_in_a_tf_function_and_on_2d_inputs():
     np.testing.assert_allclose(layer.moving_mean.numpy(), 0.75 * images.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-7)
 
 
+def test_batch_norm_under_mixed_bfloat16():
+    images = np.random.default_rng(4).normal(2.0, 3.0, SHAPE).astype(np.float32)
+    ours = BatchNormalization(dtype="mixed_bfloat16")
+    reference = keras.layers.BatchNormalization()
+    y = ours(tf.cast(images, tf.bfloat16), training=True)
+    assert y.dtype == tf.bfloat16 and ours.moving_mean.dtype == "float32"
+    expected = reference(tf.cast(tf.cast(images, tf.bfloat16), tf.float32), training=True).numpy()
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, atol=0.05)  # bfloat16 rounding
+    np.testing.assert_allclose(ours.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-4)
+
+
 def test_prelu_matches_keras_and_the_formula():
     rng = np.random.default_rng(3)
     x = rng.normal(size=SHAPE).astype(np.float32)

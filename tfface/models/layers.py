@@ -80,8 +80,10 @@ class BatchNormalization(layers.BatchNormalization):
         channels = inputs.shape[-1]
         gamma = self.gamma if self.scale else tf.ones([channels])
         beta = self.beta if self.center else tf.zeros([channels])
+        # bfloat16 goes in as it is (the kernel keeps its statistics in float32), the rest as float32.
+        x = inputs if inputs.dtype == tf.bfloat16 else tf.cast(inputs, "float32")
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            tf.cast(inputs, "float32"), tf.cast(gamma, "float32"), tf.cast(beta, "float32"),
+            x, tf.cast(gamma, "float32"), tf.cast(beta, "float32"),
             epsilon=self.epsilon, is_training=True,
         )
         # The fused op returns the unbiased variance; Keras averages the biased one.

@@ -77,6 +77,7 @@ def tf_side(name: str, model: str, data_dir: str, run_dir: str, batch_size: int,
         data_dir=data_dir, run_dir=run_dir, model_def=model, image_size=(image_size, image_size), head="arcface",
         head_kwargs=HEAD, batch_size=batch_size, optimizer="MOM", learning_rate=LEARNING_RATE,
         log_every_n_steps=steps, mixed_precision=mixed_precision,
+        mixed_precision_dtype="bfloat16" if mixed_precision else "",
     )
     trainer = Trainer(config)
     train_steps, iterator = trainer._make_step(), iter(trainer._dataset(0, 0))  # what Trainer.train() runs

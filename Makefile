@@ -43,6 +43,7 @@ test-fast: install-test
 bench: install-test
 	$(PY) bench/embed_throughput.py
 	$(PY) bench/mtcnn_vs_peers.py
+	$(PY) bench/train_throughput.py --mixed_precision
 
 clean:
 	rm -rf $(VENV) runs data build *.egg-info

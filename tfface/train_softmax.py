@@ -72,7 +72,9 @@ flags.DEFINE_integer("seed", 666, "Random seed (data order and augmentation are 
 flags.DEFINE_integer("min_nrof_images_per_class", 1, "Identity folders with fewer images are ignored.")
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (testing 'mirrored' on CPU).")
-flags.DEFINE_boolean("mixed_precision", False, "Mixed precision: mixed_bfloat16 under --strategy=tpu, else mixed_float16.")
+flags.DEFINE_boolean("mixed_precision", False, "Mixed precision: mixed_bfloat16 under --strategy=tpu and on GPU-less "
+                     "hosts whose CPU has bfloat16 (AVX512_BF16/AMX), else mixed_float16 (with loss scaling).")
+flags.DEFINE_enum("mixed_precision_dtype", "", ["", "bfloat16", "float16"], "Overrides --mixed_precision's choice of dtype.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc://address for --strategy=tpu (default: the local TPU).")
 flags.DEFINE_integer("log_every_n_steps", 10, "Print progress every N steps.")
 flags.DEFINE_integer("checkpoint_every_n_steps", 0, "Also checkpoint every N steps within epochs (0: at epoch ends only).")
@@ -158,6 +160,8 @@ def _validate_flags() -> None:
         raise UserError(f"--model_def: expected one of {list_backbones()}, got {FLAGS.model_def!r}")
     if FLAGS.keep_probability < 1.0 and not has_dropout(FLAGS.model_def):
         raise UserError(f"--keep_probability: {FLAGS.model_def} has no dropout, expected 1.0, got {FLAGS.keep_probability}")
+    if FLAGS.mixed_precision_dtype and not FLAGS.mixed_precision:
+        raise UserError(f"--mixed_precision_dtype={FLAGS.mixed_precision_dtype}: also pass --mixed_precision")
     check_positive(FLAGS.checkpoint_every_n_steps, "--checkpoint_every_n_steps", allow_zero=True)
     if FLAGS.lfw_dir:
         check_dir(FLAGS.lfw_dir, "--lfw_dir")
@@ -248,6 +252,7 @@ def main(argv, make_trainer: Callable | None = None) -> None:
         strategy=FLAGS.strategy,
         tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision,
+        mixed_precision_dtype=FLAGS.mixed_precision_dtype,
         log_every_n_steps=FLAGS.log_every_n_steps,
         checkpoint_every_n_steps=FLAGS.checkpoint_every_n_steps,
         deterministic=FLAGS.deterministic,

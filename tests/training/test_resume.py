@@ -27,7 +27,7 @@ def test_killed_and_preempted_run_resumes_to_the_same_weights(tmp_path):
 
     checkpoints = tmp_path / "cut" / "checkpoints"
     proc = helpers.start("tfface.train_softmax", args("cut"))
-    helpers.wait_for(str(checkpoints / "ckpt-1.index"), proc)  # step 3 of 8: mid-epoch
+    helpers.wait_for(str(checkpoints / "checkpoint"), proc)  # ckpt-1 (step 3 of 8, mid-epoch) is complete
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     killed_at = helpers.checkpoint_arrays(str(checkpoints))

@@ -1,8 +1,11 @@
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfface.errors import UserError
 from tfface.training import OPTIMIZERS, learning_rate_for_epoch, make_optimizer, read_schedule_file
+from tfface.training.optimizers import MomentumSGD
 
 
 def test_facenet_schedule_file(tmp_path):
@@ -33,7 +36,7 @@ def test_bad_schedule_files(tmp_path):
         ("ADADELTA", keras.optimizers.Adadelta, {"rho": 0.9, "epsilon": 1e-6}),
         ("ADAM", keras.optimizers.Adam, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 0.1}),
         ("RMSPROP", keras.optimizers.RMSprop, {"rho": 0.9, "momentum": 0.9, "epsilon": 1.0}),
-        ("MOM", keras.optimizers.SGD, {"momentum": 0.9, "nesterov": True}),
+        ("MOM", MomentumSGD, {"momentum": 0.9, "nesterov": True}),
         ("SGD", keras.optimizers.SGD, {"momentum": 0.0}),
     ],
 )
@@ -48,3 +51,27 @@ def test_optimizers_use_facenet_constants(name, cls, attrs):
 def test_unknown_optimizer():
     with pytest.raises(UserError, match="optimizer: expected one of"):
         make_optimizer("LION", 0.1)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_fused_momentum_matches_keras_sgd_and_numpy(nesterov):
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)]
+    grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(3)]
+    results = []
+    for cls in (MomentumSGD, keras.optimizers.SGD):
+        weights = [tf.Variable(w) for w in start]
+        optimizer = cls(0.1, momentum=0.9, nesterov=nesterov)
+        step = tf.function(lambda g: optimizer.apply_gradients(zip(g, weights)))
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        results.append([w.numpy() for w in weights])
+    expected = [w.astype(np.float64) for w in start]
+    momenta = [np.zeros_like(w) for w in expected]
+    for g in grads:
+        for i, gi in enumerate(g):
+            momenta[i] = 0.9 * momenta[i] - 0.1 * gi
+            expected[i] += 0.9 * momenta[i] - 0.1 * gi if nesterov else momenta[i]
+    for ours, theirs, reference in zip(*results, expected):
+        np.testing.assert_array_equal(ours, theirs)  # the same arithmetic, fused
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)

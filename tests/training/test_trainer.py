@@ -13,7 +13,9 @@ from tfface.errors import UserError
 from tfface.models import get_backbone, has_dropout, list_backbones
 from tfface.training import TrainConfig, Trainer
 from tfface.training.strategy import tpu_resolver
-from tfface.training.trainer import NonFiniteLossError, precision_policy
+from tfface.inference import load_embedder
+from tfface.training import trainer as trainer_module
+from tfface.training.trainer import NonFiniteLossError, cpu_has_bfloat16, precision_policy
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +79,9 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(data, tmp_path
 
 
 def test_mixed_precision_counts_skipped_steps(data, tmp_path):
-    trainer = Trainer(_config(data, tmp_path, mixed_precision=True, epoch_size=6, log_every_n_steps=3))
-    assert trainer.policy == "mixed_float16"
+    trainer = Trainer(_config(data, tmp_path, mixed_precision=True, mixed_precision_dtype="float16", epoch_size=6,
+                              log_every_n_steps=3))
+    assert trainer.policy == "mixed_float16" and trainer.loss_scaling
     trainer.optimizer.dynamic_scale.assign(2.0**120)  # every float16 gradient overflows until the scale drops
     before = [v.numpy() for v in trainer.embedder.trainable_weights]
     result = trainer.train()
@@ -110,9 +113,48 @@ def test_keep_probability_is_the_keep_rate_of_every_dropout_family(name, shape):
         assert np.array_equal(first, second) == (keep == 1.0)  # random masks only with dropout on
 
 
-def test_precision_policy_and_tpu_resolver():
-    assert precision_policy(False, tf.distribute.get_strategy()) == "float32"
-    assert precision_policy(True, tf.distribute.get_strategy()) == "mixed_float16"
+def test_bfloat16_run_trains_and_exports_float32(data, tmp_path):
+    trainer = Trainer(_config(data, tmp_path, mixed_precision=True, mixed_precision_dtype="bfloat16", epoch_size=6,
+                              log_every_n_steps=3, learning_rate=0.05))
+    assert trainer.policy == "mixed_bfloat16" and not trainer.loss_scaling  # no loss scaling in bfloat16
+    assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    conv = trainer.embedder.get_layer("mobilefacenet").get_layer("conv1_conv")
+    assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
+    before = _weights(trainer)
+    result = trainer.train()
+    after = _weights(trainer)
+    assert result.steps == 6 and result.skipped_steps == 0 and np.isfinite(result.final_loss)
+    assert all(w.dtype == np.float32 and np.all(np.isfinite(w)) for w in after)
+    changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
+    assert sum(changed) > 0.9 * len(changed)  # (nearly) every variable was updated
+    saved = helpers.checkpoint_arrays(str(tmp_path / "checkpoints"))
+    assert all(v.dtype == np.float32 for k, v in saved.items() if np.issubdtype(v.dtype, np.floating))
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert trainer.embedder(images.astype("float32")).dtype == "float32"
+    # The export computes in float32: the same embeddings as the weights under a float32 policy.
+    exported = load_embedder(result.export_dir).embed(images)
+    assert exported.dtype == np.float32
+    keras.mixed_precision.set_global_policy("float32")
+    reference = Trainer(_config(data, tmp_path / "reference"))
+    reference.embedder.set_weights(trainer.embedder.get_weights())
+    expected = tf.math.l2_normalize(reference.embedder(images.astype("float32")), 1).numpy()
+    np.testing.assert_allclose(exported, expected, atol=1e-5)
+
+
+def test_precision_policy_and_tpu_resolver(monkeypatch, tmp_path):
+    default = tf.distribute.get_strategy()
+    assert precision_policy(False, default) == "float32"
+    assert precision_policy(True, default, "float16") == "mixed_float16"
+    assert precision_policy(True, default, "bfloat16") == "mixed_bfloat16"
+    with pytest.raises(UserError, match="mixed_precision_dtype: expected one of"):
+        precision_policy(True, default, "int8")
+    for flags, policy in (("fpu avx512f avx512_bf16 sse", "mixed_bfloat16"), ("fpu amx_bf16", "mixed_bfloat16"),
+                          ("fpu avx512f", "mixed_float16")):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_bfloat16(str(tmp_path / "cpuinfo")) == (policy == "mixed_bfloat16")
+        monkeypatch.setattr(trainer_module, "cpu_has_bfloat16", lambda: policy == "mixed_bfloat16")
+        assert precision_policy(True, default) == policy  # no GPU here
+    assert not cpu_has_bfloat16(str(tmp_path / "missing"))
     tpu_strategy = object.__new__(tf.distribute.TPUStrategy)  # no TPU here: only its type matters
     assert precision_policy(True, tpu_strategy) == "mixed_bfloat16"
     assert tpu_resolver("grpc://10.0.0.2:8470").master() == "grpc://10.0.0.2:8470"

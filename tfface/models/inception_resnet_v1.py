@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import InputShapeError
+from tfface.models.layers import BatchNormalization, InputShapeError
 from tfface.models.registry import register_backbone
 
 BN_EPSILON = 1e-3  # facenet batch_norm_params["epsilon"]
@@ -33,7 +33,7 @@ def _conv_bn(x, filters: int, kernel, stride: int, padding: str, name: str, bn_s
     kernels, where it pads symmetrically exactly like facenet (slim "SAME") and PyTorch.
     """
     x = layers.Conv2D(filters, kernel, stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(
+    x = BatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, scale=bn_scale, name=f"{name}_bn"
     )(x)
     return layers.ReLU(name=f"{name}_relu")(x)
@@ -160,7 +160,7 @@ class InceptionResnetV1(keras.Model):
         x = layers.GlobalAveragePooling2D(name="avgpool_1a")(x)
         x = layers.Dropout(1.0 - keep_probability, name="dropout")(x)
         x = layers.Dense(embedding_size, use_bias=False, name="last_linear")(x)
-        outputs = layers.BatchNormalization(
+        outputs = BatchNormalization(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, scale=bn_scale, dtype="float32", name="last_bn"
         )(x)
         super().__init__(inputs, outputs, name=kwargs.pop("name", "inception_resnet_v1"), **kwargs)

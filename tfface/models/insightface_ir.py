@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import Backbone, InputShapeError, check_input_shape, conv2d, prelu
+from tfface.models.layers import Backbone, BatchNormalization, InputShapeError, check_input_shape, conv2d, prelu
 from tfface.models.registry import register_backbone
 
 #: Units per stage (64, 128, 256, 512 channels), by depth.
@@ -28,7 +28,7 @@ _SE_REDUCTION = 16
 
 
 def _bn(x, name: str):
-    return layers.BatchNormalization(epsilon=_BN_EPS, momentum=_BN_MOMENTUM, name=name)(x)
+    return BatchNormalization(epsilon=_BN_EPS, momentum=_BN_MOMENTUM, name=name)(x)
 
 
 def _squeeze_excitation(x, name: str):
@@ -111,7 +111,7 @@ class InsightFaceIR(Backbone):
         x = layers.Dropout(1.0 - keep_probability, name="dropout")(x)
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dense(embedding_size, name="fc")(x)
-        outputs = layers.BatchNormalization(
+        outputs = BatchNormalization(
             epsilon=_BN_EPS, momentum=_BN_MOMENTUM, dtype="float32", name="embedding"
         )(x)
         config = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import InputShapeError, prelu
+from tfface.models.layers import BatchNormalization, InputShapeError, prelu
 from tfface.models.registry import register_backbone
 
 _BN_EPS = 1e-5
@@ -23,7 +23,7 @@ def _conv_bn(x, filters, kernel, stride, name, depthwise=False, activation=True)
         x = layers.DepthwiseConv2D(kernel, stride, use_bias=False, name=f"{name}_dw")(x)
     else:
         x = layers.Conv2D(filters, kernel, stride, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=_BN_EPS, momentum=0.9, name=f"{name}_bn")(x)
+    x = BatchNormalization(epsilon=_BN_EPS, momentum=0.9, name=f"{name}_bn")(x)
     if activation:
         x = prelu(x, f"{name}_prelu")
     return x
@@ -71,10 +71,10 @@ class MobileFaceNet(keras.Model):
         x = _stage(x, 128, 256, 2, "conv5")
         x = _conv_bn(x, 512, 1, 1, "conv6_sep")
         x = layers.DepthwiseConv2D((input_shape[0] // 16, input_shape[1] // 16), use_bias=False, name="gdc_dw")(x)
-        x = layers.BatchNormalization(epsilon=_BN_EPS, momentum=0.9, name="gdc_bn")(x)
+        x = BatchNormalization(epsilon=_BN_EPS, momentum=0.9, name="gdc_bn")(x)
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dense(embedding_size, use_bias=False, name="linear")(x)
-        outputs = layers.BatchNormalization(epsilon=_BN_EPS, momentum=0.9, dtype="float32", name="embedding")(x)
+        outputs = BatchNormalization(epsilon=_BN_EPS, momentum=0.9, dtype="float32", name="embedding")(x)
         super().__init__(inputs, outputs, name=kwargs.pop("name", "mobilefacenet"), **kwargs)
         self.input_shape_config = input_shape
         self.embedding_size = embedding_size

@@ -24,7 +24,7 @@ from absl import logging
 
 from tfface import heads, losses, models
 from tfface.data import pipeline, rec_source, tfrecord
-from tfface.errors import UserError
+from tfface.errors import UserError, check_choice
 from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
 from tfface.training.preemption import StopSignal
@@ -63,7 +63,8 @@ class TrainConfig:
     seed: int = 666
     strategy: str = "default"
     tpu: str = ""  # TPU address or name for the resolver (strategy "tpu"); "" = the local/default one
-    mixed_precision: bool = False  # mixed_bfloat16 under TPUStrategy, mixed_float16 elsewhere
+    mixed_precision: bool = False  # see precision_policy: bfloat16 on TPUs and bf16 CPUs, else float16
+    mixed_precision_dtype: str = ""  # "bfloat16" or "float16" overrides that choice
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 0  # 0: at epoch ends (and on SIGTERM) only
     deterministic: bool = False  # TF op determinism: reruns give bit-identical weights
@@ -93,11 +94,30 @@ class NonFiniteLossError(UserError):
     """The loss (or the weights) became NaN or Inf; nothing is checkpointed from that state."""
 
 
-def precision_policy(mixed_precision: bool, strategy: tf.distribute.Strategy) -> str:
-    """The Keras dtype policy: bfloat16 on TPUs (their native type), float16 elsewhere."""
+def precision_policy(mixed_precision: bool, strategy: tf.distribute.Strategy, dtype: str = "") -> str:
+    """The Keras dtype policy: ``mixed_<dtype>`` when ``dtype`` is given, else bfloat16 on TPUs
+    and on GPU-less hosts whose CPU computes in bfloat16 natively (AVX512_BF16 / AMX), float16
+    elsewhere."""
     if not mixed_precision:
         return "float32"
-    return "mixed_bfloat16" if isinstance(strategy, tf.distribute.TPUStrategy) else "mixed_float16"
+    if dtype:
+        check_choice(dtype, ("bfloat16", "float16"), "mixed_precision_dtype")
+        return f"mixed_{dtype}"
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "mixed_bfloat16"
+    if not tf.config.list_physical_devices("GPU") and cpu_has_bfloat16():
+        return "mixed_bfloat16"
+    return "mixed_float16"
+
+
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has bfloat16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16`` flags)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -120,7 +140,7 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)  # weight initialisation and dropout
         self.strategy = get_strategy(config.strategy, config.tpu)
-        self.policy = precision_policy(config.mixed_precision, self.strategy)
+        self.policy = precision_policy(config.mixed_precision, self.strategy, config.mixed_precision_dtype)
         keras.mixed_precision.set_global_policy(self.policy)
         self.chief = is_chief(self.strategy)
         logging.info(
@@ -130,10 +150,7 @@ class Trainer:
         self.num_classes = int(self.info["num_classes"])
         self.schedule = read_schedule_file(config.learning_rate_schedule_file) if config.learning_rate_schedule_file else None
         with self.strategy.scope():
-            self.embedder = models.build_embedder(
-                config.model_def, config.image_size, config.embedding_size, config.standardization,
-                keep_probability=config.keep_probability,
-            )
+            self.embedder = self._build_embedder()
             self.head = self._build_head()
             self.center_loss = (
                 losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
@@ -169,6 +186,24 @@ class Trainer:
     def loss_scaling(self) -> bool:
         """float16 needs loss scaling (and may skip overflowing steps); bfloat16 does not."""
         return self.policy == "mixed_float16"
+
+    def _build_embedder(self) -> keras.Model:
+        config = self.config
+        return models.build_embedder(config.model_def, config.image_size, config.embedding_size, config.standardization,
+                                     keep_probability=config.keep_probability)
+
+    def _export_embedder(self) -> keras.Model:
+        """The embedder to export: a float32 copy after mixed-precision training (exports compute in
+        float32 wherever they are served)."""
+        if self.policy == "float32":
+            return self.embedder
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            embedder = self._build_embedder()
+        finally:
+            keras.mixed_precision.set_global_policy(self.policy)
+        embedder.set_weights(self.embedder.get_weights())
+        return embedder
 
     def _build_head(self) -> keras.layers.Layer | None:
         """The classification head (None: the loss needs none, e.g. triplet training)."""
@@ -215,6 +250,8 @@ class Trainer:
 
     def _regularization(self, shard: list = ()) -> tf.Tensor:
         """This replica's share of the weight decay (all of it for its own Partial FC centres)."""
+        if not self.config.weight_decay:  # nothing to compute or differentiate
+            return tf.constant(0.0)
         replicated = _kernel_l2(self._variables) / self.strategy.num_replicas_in_sync
         return self.config.weight_decay * (replicated + sum(map(tf.nn.l2_loss, shard)))
 
@@ -309,7 +346,7 @@ class Trainer:
         export_dir = None
         if self.chief and not interrupted:
             export_base = os.path.join(config.run_dir, "export")
-            export_dir = export_saved_model(self.embedder, export_base, config.model_name or config.model_def,
+            export_dir = export_saved_model(self._export_embedder(), export_base, config.model_name or config.model_def,
                                             alignment=tfrecord.alignment_settings(self.info))
             logging.info("exported the embedder to %s", export_dir)
         return TrainResult(

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tfface import images
 from tfface.errors import UserError, check_file
 from tfface.evaluation.verification import VerificationResult, evaluate
 
@@ -58,7 +59,9 @@ def unique_rows(paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 def embed_faces(embedder, faces: np.ndarray, use_flipped_images: bool = False) -> np.ndarray:
     """``embedder.embed_faces(faces)``; with ``use_flipped_images`` concatenated with the
-    embeddings of the mirror images, as facenet's ``validate_on_lfw`` does."""
+    embeddings of the mirror images, as facenet's ``validate_on_lfw`` does (faces are resized
+    to the model's size first and then mirrored, as evaluation reads aligned files)."""
+    faces = np.asarray(images.resize(faces, embedder.image_size))
     embeddings = embedder.embed_faces(faces)
     if use_flipped_images:
         embeddings = np.concatenate([embeddings, embedder.embed_faces(faces[:, :, ::-1])], axis=1)

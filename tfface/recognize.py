@@ -16,9 +16,9 @@ from tfface.inference import Embedder
 from tfface_align.aligner import align_faces
 
 
-def _model_size(embedder: Embedder, chips: list[np.ndarray]) -> np.ndarray:
+def _model_size(embedder: Embedder, chips: Sequence[np.ndarray]) -> np.ndarray:
     """Aligned faces as one uint8 batch at the model's input size."""
-    if not chips:
+    if len(chips) == 0:
         return np.zeros((0, *embedder.image_size, 3), np.uint8)
     return np.asarray(images.resize(np.stack(chips), embedder.image_size))
 
@@ -58,5 +58,5 @@ def embed_photos(embedder: Embedder, detector: tfface_align.MTCNN, photos: Seque
     """Embeds the main face (facenet's choice: large and central) of every photo (a path or an RGB
     array); unreadable photos and photos without a face are skipped and reported, never embedded."""
     faces, found, skipped = embedder.align_files(photos, batch_size, detector)
-    return PhotoEmbeddings(embed_faces(embedder, _model_size(embedder, list(faces)), flip),
+    return PhotoEmbeddings(embed_faces(embedder, _model_size(embedder, faces), flip),
                            [int(i) for i in np.flatnonzero(found)], skipped)

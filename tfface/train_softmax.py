@@ -131,9 +131,10 @@ def _training_data(data_dir: str, run_dir: str, sequences: bool = False) -> str:
     converted = os.path.join(run_dir, target)
     if os.path.isfile(os.path.join(converted, tfrecord.INFO_FILE)):
         return converted
-    dataset = folders.filter_min_images(folders.get_dataset(data_dir), 1 if sequences else FLAGS.min_nrof_images_per_class)
+    min_images = 1 if sequences else FLAGS.min_nrof_images_per_class  # any sequence of frames counts
+    dataset = folders.filter_min_images(folders.get_dataset(data_dir), min_images)
     if not dataset or not any(len(cls) for cls in dataset):
-        raise UserError(f"{flag}: '{data_dir}' has no images (min_nrof_images_per_class={FLAGS.min_nrof_images_per_class})")
+        raise UserError(f"{flag}: '{data_dir}' has no images (min_nrof_images_per_class={min_images})")
     logging.info("converting %d folders of %s to TFRecords in %s", len(dataset), data_dir, converted)
     folders.dataset_to_tfrecords(dataset, converted, sequences=sequences)
     return converted

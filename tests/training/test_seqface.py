@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -161,3 +164,22 @@ def test_cli_converts_sequence_folders_and_names_a_bad_ratio(data, tmp_path):
     converted = sequences.index_sequences(str(tmp_path / "run" / "sequence_tfrecords"))
     assert converted.num_sequences == 5
     assert f"--sequence_data_dir={folders_dir}" in (tmp_path / "run" / "flags.txt").read_text()
+
+
+@pytest.mark.slow
+def test_mirrored_replicas_hold_the_same_model_and_agents(data, tmp_path):
+    """2 logical CPUs (a fresh process): each replica moves the agents by its share of the batch,
+    the moves are summed (NumPy), replicas stay identical, the warm-up counter counts steps, and
+    the loss falls."""
+    worker = os.path.join(os.path.dirname(__file__), "seqface_mirrored_worker.py")
+    done = subprocess.run([sys.executable, worker, *data, str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    totals = summary["losses"]
+    first, last = np.mean(totals[2:8]), np.mean(totals[-6:])
+    print(f"SeqFace mirrored x2: agents vs NumPy max |error| {summary['agent_error']:.2g}, replicas differ by at most "
+          f"{max(summary['replica_differences']):.2g}, loss {first:.3f} -> {last:.3f}")
+    assert summary["replicas"] == 2 and summary["iteration"] == [len(totals)] * 2
+    assert max(summary["replica_differences"]) == 0.0
+    assert summary["agent_error"] < 5e-5
+    assert last < 0.8 * first

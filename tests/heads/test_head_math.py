@@ -137,6 +137,44 @@ def test_sphereface_every_k_interval(m):
     check(f"sphereface_m{m}", factory, lambda a, k, y: ref.sphereface(a, k, y, m, lam), x, kernel, labels, upstream)
 
 
+@pytest.mark.parametrize("normalize_gradient", [False, True])
+def test_sphereface_on_scaled_unit_features(normalize_gradient):
+    """feature_scale=32 (SeqFace): A-Softmax of 32 x / ||x||; the reference normalises in NumPy and
+    its finite differences carry the gradient through the normalisation."""
+    x, kernel, upstream = problem((0.4, 1.3, 2.6, None))
+    lam = ref.sphereface_lambda(60)
+
+    def factory(dtype):
+        head = heads.SphereFace(C, margin=4, feature_scale=32.0, dtype=dtype)
+        head.build([(None, D), (None,)])
+        head.iteration.assign(60)
+        return head
+
+    def scaled(a, k, y):
+        return ref.sphereface(32.0 * a / np.linalg.norm(a, axis=1, keepdims=True), k, y, 4, lam)
+
+    if not normalize_gradient:
+        check("sphereface_feature_scale32", factory, scaled, x, kernel, LABELS, upstream)
+        return
+    # The seed's backward on the scaled features, chained through the normalisation by hand.
+    head = heads.SphereFace(C, margin=4, feature_scale=32.0, normalize_gradient=True, dtype="float64")
+    head.build([(None, D), (None,)])
+    head.iteration.assign(60)
+    got, gx, gk = tf_forward_and_grads(head, x, kernel, LABELS, upstream, "float64")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    u = x / norms
+    want_gz, want_k = ref.sphereface_caffe_grads(32.0 * u, kernel, LABELS, upstream, 4, lam)
+    want_gx = 32.0 * (want_gz - np.sum(want_gz * u, axis=1, keepdims=True) * u) / norms
+    np.testing.assert_allclose(got, scaled(x, kernel, LABELS), atol=1e-9)
+    np.testing.assert_allclose(gx, want_gx, atol=1e-7)
+    np.testing.assert_allclose(gk, want_k, atol=1e-7)
+
+
+def test_sphereface_rejects_a_negative_feature_scale():
+    with pytest.raises(ValueError, match="feature_scale"):
+        heads.SphereFace(C, feature_scale=-1.0)
+
+
 @pytest.mark.parametrize("m", [2, 3, 4])
 def test_sphereface_psi_equals_caffe_polynomial_form(m):
     head = heads.SphereFace(C, margin=m, dtype="float64")

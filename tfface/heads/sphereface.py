@@ -44,6 +44,8 @@ class SphereFace(Head):
         margin: m, an integer in {1, 2, 3, 4}.
         base, gamma, power, lambda_min: the annealing schedule above (Caffe's defaults).
         normalize_gradient: the seed's gradient-scale normalisation (see above).
+        feature_scale: s > 0 first maps every embedding to ``s x / ||x||`` (SeqFace's A-Softmax
+            on features L2-normalised and scaled to 32); 0 takes the embeddings as they are.
 
     Example:
         >>> head = SphereFace(10, margin=4)
@@ -59,6 +61,7 @@ class SphereFace(Head):
         power: float = 1.0,
         lambda_min: float = 5.0,
         normalize_gradient: bool = False,
+        feature_scale: float = 0.0,
         **kwargs,
     ):
         super().__init__(num_classes, **kwargs)
@@ -68,6 +71,9 @@ class SphereFace(Head):
         self.base, self.gamma, self.power = float(base), float(gamma), float(power)
         self.lambda_min = float(lambda_min)
         self.normalize_gradient = bool(normalize_gradient)
+        if feature_scale < 0:
+            raise ValueError(f"feature_scale: expected s > 0, or 0 for none; got {feature_scale}")
+        self.feature_scale = float(feature_scale)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -105,6 +111,8 @@ class SphereFace(Head):
             self.iteration.assign_add(1)
         lam = self.current_lambda()
         x = tf.cast(embeddings, dtype)
+        if self.feature_scale:
+            x = self.feature_scale * tf.math.l2_normalize(x, axis=1)
         w = tf.math.l2_normalize(tf.cast(self.kernel, dtype), axis=0)
         xw = tf.matmul(x, w)
         mask, w_t, xw_t = gather_targets(xw, w, labels)
@@ -145,4 +153,5 @@ class SphereFace(Head):
             "power": self.power,
             "lambda_min": self.lambda_min,
             "normalize_gradient": self.normalize_gradient,
+            "feature_scale": self.feature_scale,
         }

@@ -58,6 +58,8 @@ flags.DEFINE_enum("optimizer", "ADAM", list(OPTIMIZERS), "The optimization algor
 flags.DEFINE_float("learning_rate", 0.01, "Learning rate; -1 reads learning_rate_schedule_file.")
 flags.DEFINE_string("learning_rate_schedule_file", "", "facenet schedule file: '<epoch>: <rate>' lines.")
 flags.DEFINE_float("weight_decay", 0.0, "L2 weight regularization.")
+flags.DEFINE_float("moving_average_decay", 0.0, "Evaluate and export the exponential moving average of the weights "
+                   "with this decay (0: the weights themselves; Keras' use_ema, no warm-up).")
 flags.DEFINE_float("center_loss_factor", 0.0, "Center loss factor (0 = no center loss).")
 flags.DEFINE_float("center_loss_alfa", 0.95, "Center update rate for center loss.")
 flags.DEFINE_float("prelogits_norm_loss_factor", 0.0, "Loss based on the norm of the activations in the prelogits layer.")
@@ -243,6 +245,7 @@ def main(argv, make_trainer: Callable | None = None) -> None:
         learning_rate=FLAGS.learning_rate,
         learning_rate_schedule_file=FLAGS.learning_rate_schedule_file if FLAGS.learning_rate <= 0 else "",
         weight_decay=FLAGS.weight_decay,
+        moving_average_decay=FLAGS.moving_average_decay,
         center_loss_factor=FLAGS.center_loss_factor,
         center_loss_alfa=FLAGS.center_loss_alfa,
         prelogits_norm_loss_factor=FLAGS.prelogits_norm_loss_factor,

@@ -18,7 +18,7 @@ def test_killed_and_preempted_run_resumes_to_the_same_weights(tmp_path):
     write_train_split(str(data), range(8), 6, seed=1, num_shards=2)
     common = [
         f"--epoch_size={EPOCH}", "--max_nrof_epochs=2", "--checkpoint_every_n_steps=3", "--deterministic",
-        "--random_flip", "--random_rotate", "--optimizer=MOM", "--center_loss_factor=0.01",
+        "--random_flip", "--random_rotate", "--optimizer=MOM", "--center_loss_factor=0.01", "--moving_average_decay=0.9",
     ]
     args = lambda subdir: helpers.tiny_args(data, tmp_path, subdir, *common)  # noqa: E731
 

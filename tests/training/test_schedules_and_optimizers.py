@@ -75,3 +75,32 @@ def test_fused_momentum_matches_keras_sgd_and_numpy(nesterov):
     for ours, theirs, reference in zip(*results, expected):
         np.testing.assert_array_equal(ours, theirs)  # the same arithmetic, fused
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["SGD", "MOM", "ADAM"])
+def test_moving_average_of_the_weights_matches_numpy(name):
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)]
+    grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(4)]
+    weights, plain = [tf.Variable(w) for w in start], [tf.Variable(w) for w in start]
+    optimizer, reference = make_optimizer(name, 0.1, moving_average_decay=0.8), make_optimizer(name, 0.1)
+    step = tf.function(lambda g: optimizer.apply_gradients(zip(g, weights)))
+    reference_step = tf.function(lambda g: reference.apply_gradients(zip(g, plain)))
+    averages = None
+    for g in grads:
+        step([tf.constant(x) for x in g])
+        reference_step([tf.constant(x) for x in g])
+        current = [w.numpy().astype(np.float64) for w in plain]  # the averaging leaves the updates alone
+        averages = current if averages is None else [0.8 * a + 0.2 * w for a, w in zip(averages, current)]
+    for ours, theirs in zip(weights, plain):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    optimizer.finalize_variable_values(weights)
+    for ours, expected in zip(weights, averages):
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_moving_average_decay_range():
+    assert not make_optimizer("ADAM", 0.1).use_ema
+    for decay in (-0.1, 1.0):
+        with pytest.raises(UserError, match=r"--moving_average_decay: expected a value in \[0, 1\)"):
+            make_optimizer("ADAM", 0.1, moving_average_decay=decay)

@@ -141,6 +141,39 @@ def test_bfloat16_run_trains_and_exports_float32(data, tmp_path):
     np.testing.assert_allclose(exported, expected, atol=1e-5)
 
 
+def test_moving_average_weights_are_evaluated_and_exported(data, tmp_path):
+    decay, epochs, steps = 0.6, 2, 3
+    config = dict(epoch_size=steps, max_nrof_epochs=epochs, learning_rate=0.05, deterministic=True)
+    # The trajectory of the weights, step by step, from a run without averaging.
+    plain = Trainer(_config(data, tmp_path / "plain", **config))
+    train_steps, trajectory = plain._make_step(), []
+    for epoch in range(epochs):
+        iterator = iter(plain._dataset(epoch, 0))
+        for _ in range(steps):
+            train_steps(iterator, tf.constant(1))
+            trajectory.append([v.numpy().astype(np.float64) for v in plain.embedder.trainable_weights])
+    averages = [trajectory[0]]
+    for weights in trajectory[1:]:
+        averages.append([decay * a + (1 - decay) * w for a, w in zip(averages[-1], weights)])
+
+    evaluated = []
+    record = lambda embedder, epoch: evaluated.append([v.numpy() for v in embedder.trainable_weights]) or {}  # noqa: E731
+    trainer = Trainer(_config(data, tmp_path / "averaged", moving_average_decay=decay, evaluate=record, **config))
+    result = trainer.train()
+    for seen, expected in zip(evaluated, (averages[steps - 1], averages[-1])):  # after each epoch: the averages
+        for ours, reference in zip(seen, expected):
+            np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
+    for ours, reference in zip(trainer.embedder.trainable_weights, trajectory[-1]):  # trains on the weights
+        np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(a - w).max() for a, w in zip(averages[-1], trajectory[-1])) > 1e-3
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    for variable, value in zip(plain.embedder.trainable_weights, averages[-1]):
+        variable.assign(value)
+    expected = tf.math.l2_normalize(plain.embedder(images.astype("float32")), 1).numpy()
+    np.testing.assert_allclose(load_embedder(result.export_dir).embed(images), expected, atol=1e-5)
+
+
 def test_precision_policy_and_tpu_resolver(monkeypatch, tmp_path):
     default = tf.distribute.get_strategy()
     assert precision_policy(False, default) == "float32"

@@ -4,25 +4,33 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfface.errors import check_choice
+from tfface.errors import UserError, check_choice
 
 OPTIMIZERS = ("ADAGRAD", "ADADELTA", "ADAM", "RMSPROP", "MOM", "SGD")
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """Builds the optimizer facenet's ``--optimizer`` flag names (same constants as facenet)."""
+def make_optimizer(name: str, learning_rate: float, moving_average_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """Builds the optimizer facenet's ``--optimizer`` flag names (same constants as facenet).
+
+    ``moving_average_decay`` > 0 makes it keep an exponential moving average of the weights it
+    updates (Keras' ``use_ema``: the first step copies the weights, then every step
+    ``average = decay * average + (1 - decay) * weight``); ``finalize_variable_values`` copies
+    the averages into the weights."""
     check_choice(name, OPTIMIZERS, "optimizer")
+    if not 0.0 <= moving_average_decay < 1.0:
+        raise UserError(f"--moving_average_decay: expected a value in [0, 1), got {moving_average_decay}")
+    ema = {"use_ema": True, "ema_momentum": moving_average_decay} if moving_average_decay else {}
     if name == "ADAGRAD":
-        return keras.optimizers.Adagrad(learning_rate)
+        return keras.optimizers.Adagrad(learning_rate, **ema)
     if name == "ADADELTA":
-        return keras.optimizers.Adadelta(learning_rate, rho=0.9, epsilon=1e-6)
+        return keras.optimizers.Adadelta(learning_rate, rho=0.9, epsilon=1e-6, **ema)
     if name == "ADAM":
-        return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=0.1)
+        return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=0.1, **ema)
     if name == "RMSPROP":
-        return keras.optimizers.RMSprop(learning_rate, rho=0.9, momentum=0.9, epsilon=1.0)
+        return keras.optimizers.RMSprop(learning_rate, rho=0.9, momentum=0.9, epsilon=1.0, **ema)
     if name == "MOM":
-        return MomentumSGD(learning_rate, momentum=0.9, nesterov=True)
-    return keras.optimizers.SGD(learning_rate)
+        return MomentumSGD(learning_rate, momentum=0.9, nesterov=True, **ema)
+    return keras.optimizers.SGD(learning_rate, **ema)
 
 
 class MomentumSGD(keras.optimizers.SGD):

@@ -12,6 +12,7 @@ run restarted with the same command trains on the batches an uninterrupted run w
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -54,6 +55,7 @@ class TrainConfig:
     learning_rate: float = 0.01
     learning_rate_schedule_file: str = ""
     weight_decay: float = 0.0
+    moving_average_decay: float = 0.0  # > 0: evaluate and export the exponential moving average of the weights
     center_loss_factor: float = 0.0
     center_loss_alfa: float = 0.95
     prelogits_norm_loss_factor: float = 0.0
@@ -156,10 +158,11 @@ class Trainer:
                 losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
                 if config.center_loss_factor > 0 else None
             )
-            optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate)
+            self.weights_optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate,
+                                                    config.moving_average_decay)
+            self.optimizer = self.weights_optimizer
             if self.loss_scaling:
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            self.optimizer = optimizer
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.weights_optimizer)
             self.optimizer.build(self._variables)
             if config.partial_fc:
                 self.head.build_optimizer(self.optimizer)
@@ -191,6 +194,21 @@ class Trainer:
         config = self.config
         return models.build_embedder(config.model_def, config.image_size, config.embedding_size, config.standardization,
                                      keep_probability=config.keep_probability)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within it the trainable weights are their moving averages (``moving_average_decay`` > 0;
+        else unchanged); the trained weights are put back on exit."""
+        if not self.config.moving_average_decay:
+            yield
+            return
+        trained = [v.numpy() for v in self._variables]
+        self.weights_optimizer.finalize_variable_values(self._variables)
+        try:
+            yield
+        finally:
+            for variable, value in zip(self._variables, trained):
+                variable.assign(value)
 
     def _export_embedder(self) -> keras.Model:
         """The embedder to export: a float32 copy after mixed-precision training (exports compute in
@@ -339,15 +357,18 @@ class Trainer:
                 self.epoch_step.assign(0)
                 self._save()
                 if config.evaluate is not None:
-                    metrics = config.evaluate(self.embedder, epoch - 1)
+                    with self.averaged_weights():
+                        metrics = config.evaluate(self.embedder, epoch - 1)
                     with writer.as_default(step=int(self.step.numpy())):
                         for name, value in metrics.items():
                             tf.summary.scalar(f"eval/{name}", value)
         export_dir = None
         if self.chief and not interrupted:
             export_base = os.path.join(config.run_dir, "export")
-            export_dir = export_saved_model(self._export_embedder(), export_base, config.model_name or config.model_def,
-                                            alignment=tfrecord.alignment_settings(self.info))
+            with self.averaged_weights():
+                export_dir = export_saved_model(self._export_embedder(), export_base,
+                                                config.model_name or config.model_def,
+                                                alignment=tfrecord.alignment_settings(self.info))
             logging.info("exported the embedder to %s", export_dir)
         return TrainResult(
             run_dir=config.run_dir,

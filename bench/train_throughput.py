@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
+# tfface first: it sets TensorFlow's CPU options before TensorFlow loads, as train_softmax gets them.
 from tfface.data.synthetic import write_train_split  # noqa: E402
 from tfface.training import TrainConfig, Trainer  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BATCH_SIZES = {"mobilefacenet": 64, "ir_se_50": 16}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.models.layers import BatchNormalization, PReLU
+from tfface.models.layers import BatchNormalization, PReLU, _cpu_only
 
 SHAPE = (4, 6, 5, 8)
 
@@ -92,7 +92,8 @@ def test_batch_norm_under_mixed_bfloat16():
     np.testing.assert_allclose(ours.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-4)
 
 
-def test_prelu_matches_keras_and_the_formula():
+@pytest.mark.parametrize("training", [None, True])  # True: the XLA kernels on CPU-only hosts
+def test_prelu_matches_keras_and_the_formula(training):
     rng = np.random.default_rng(3)
     x = rng.normal(size=SHAPE).astype(np.float32)
     x[0, 0, 0, :2] = 0.0  # the kink
@@ -102,7 +103,7 @@ def test_prelu_matches_keras_and_the_formula():
     for layer in (ours, theirs):
         layer.build(SHAPE)
         layer.alpha.assign(alpha)
-    y, (dx, dalpha) = _grads(ours, x, dy, None)
+    y, (dx, dalpha) = _grads(ours, x, dy, training)
     y_keras, (dx_keras, dalpha_keras) = _grads(theirs, x, dy, None)
     np.testing.assert_array_equal(y, y_keras)
     np.testing.assert_array_equal(y, np.where(x > 0, x, alpha * x))
@@ -114,3 +115,38 @@ def test_prelu_matches_keras_and_the_formula():
     np.testing.assert_allclose(dalpha, dalpha_keras, rtol=1e-5, atol=1e-6)
     shared = PReLU(shared_axes=[1, 2, 3])  # one slope for everything: Keras' path
     np.testing.assert_array_equal(shared(x).numpy(), keras.layers.PReLU(shared_axes=[1, 2, 3])(x).numpy())
+
+
+def _xla_functions(layer, training, dtype=tf.float32) -> set:
+    graph = tf.function(lambda x: layer(x, training=training)).get_concrete_function(tf.TensorSpec(SHAPE, dtype)).graph
+    library = graph.as_graph_def().library.function
+    return {f.signature.name for f in library if f.attr["_XlaMustCompile"].b}
+
+
+def test_prelu_trains_through_xla_on_cpu_only_and_infers_without_it():
+    layer = PReLU(shared_axes=[1, 2])
+    layer.build(SHAPE)
+    assert bool(_xla_functions(layer, training=True)) == _cpu_only()  # CPU-only hosts only
+    assert not _xla_functions(layer, training=False)
+    assert not _xla_functions(layer, training=None)
+
+
+def test_prelu_xla_path_under_mixed_bfloat16():
+    rng = np.random.default_rng(5)
+    x = tf.cast(rng.normal(size=SHAPE), tf.bfloat16)
+    dy = tf.cast(rng.normal(size=SHAPE), tf.bfloat16)
+    layer = PReLU(shared_axes=[1, 2], dtype="mixed_bfloat16")
+    layer.build(SHAPE)
+    layer.alpha.assign(rng.uniform(0.0, 0.5, (1, 1, 8)))
+    assert bool(_xla_functions(layer, training=True, dtype=tf.bfloat16)) == _cpu_only()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+    dx, dalpha = tape.gradient(y, [x, layer.alpha], output_gradients=dy)
+    assert y.dtype == dx.dtype == tf.bfloat16 and dalpha.dtype == tf.float32
+    x64, dy64 = (tf.cast(t, tf.float64).numpy() for t in (x, dy))
+    alpha = tf.cast(tf.cast(layer.alpha, tf.bfloat16), tf.float64).numpy()
+    np.testing.assert_allclose(tf.cast(y, tf.float64).numpy(), np.where(x64 > 0, x64, alpha * x64), rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(tf.cast(dx, tf.float64).numpy(), np.where(x64 > 0, dy64, alpha * dy64), rtol=1e-2, atol=1e-2)
+    expected = (np.minimum(x64, 0) * dy64).sum(axis=(0, 1, 2)).reshape(1, 1, 8)
+    np.testing.assert_allclose(dalpha.numpy(), expected, rtol=5e-2, atol=5e-2)

@@ -31,11 +31,13 @@ def test_two_mirrored_replicas_match_one_device(data, tmp_path):
     assert "MirroredStrategy: 2 replica(s) in sync" in runs["mirrored"].stderr
     losses = {name: helpers.scalars(str(tmp_path / name / "logs"), "train/loss") for name in runs}
     assert len(losses["single"]) == 6
-    np.testing.assert_allclose(losses["mirrored"], losses["single"], rtol=1e-4)
+    # float32 rounding differs between one batch of 8 and two of 4 and grows over the steps: on an
+    # AVX2 host with oneDNN the 6th loss differed by 2.2e-4 relative in one CI run (1e-7 in others).
+    np.testing.assert_allclose(losses["mirrored"], losses["single"], rtol=1e-3)
     weights = {name: helpers.checkpoint_arrays(str(tmp_path / name / "checkpoints")) for name in runs}
     difference = helpers.max_weight_difference(weights["single"], weights["mirrored"])
     print(f"mirrored x2 vs one device: max |dw| = {difference:.3g}, loss {losses['single']} vs {losses['mirrored']}")
-    assert difference < 1e-4
+    assert difference < 1e-3
 
 
 @pytest.mark.slow

@@ -158,11 +158,10 @@ class Trainer:
                 losses.CenterLoss(self.num_classes, config.embedding_size, config.center_loss_alfa)
                 if config.center_loss_factor > 0 else None
             )
-            self.weights_optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate,
-                                                    config.moving_average_decay)
-            self.optimizer = self.weights_optimizer
+            optimizer = make_optimizer(config.optimizer, self._rate(0) or config.learning_rate, config.moving_average_decay)
             if self.loss_scaling:
-                self.optimizer = keras.optimizers.LossScaleOptimizer(self.weights_optimizer)
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
             self.optimizer.build(self._variables)
             if config.partial_fc:
                 self.head.build_optimizer(self.optimizer)
@@ -203,7 +202,7 @@ class Trainer:
             yield
             return
         trained = [v.numpy() for v in self._variables]
-        self.weights_optimizer.finalize_variable_values(self._variables)
+        self.optimizer.finalize_variable_values(self._variables)  # a LossScaleOptimizer passes it on
         try:
             yield
         finally:

@@ -80,24 +80,21 @@ def distance(embeddings1: np.ndarray, embeddings2: np.ndarray, distance_metric: 
     raise UserError(f"distance_metric: expected 0 (euclidean) or 1 (cosine), got {distance_metric!r}")
 
 
-def _rates(threshold: float, dist: np.ndarray, issame: np.ndarray) -> tuple[float, float, float]:
-    """(tpr, fpr, accuracy) of predicting 'same' when ``dist < threshold``."""
-    predict = dist < threshold
-    tp = np.sum(predict & issame)
-    fp = np.sum(predict & ~issame)
-    tn = np.sum(~predict & ~issame)
-    fn = np.sum(~predict & issame)
-    tpr = 0.0 if tp + fn == 0 else tp / (tp + fn)
-    fpr = 0.0 if fp + tn == 0 else fp / (fp + tn)
+def _rates(thresholds, dist: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(tpr, fpr, accuracy) of predicting 'same' when ``dist < t``, for every threshold t (facenet's
+    VAL and FAR are the tpr and fpr).
+
+    Counted on sorted distances (a binary search per threshold), so fine threshold grids over
+    large, unnormalised distances stay cheap; the counts equal a comparison per pair.
+    """
+    thresholds = np.asarray(thresholds, np.float64)
+    same, diff = np.sort(dist[issame]), np.sort(dist[~issame])
+    tp = np.searchsorted(same, thresholds, side="left")  # same-person pairs with dist < t
+    fp = np.searchsorted(diff, thresholds, side="left")
+    tn = diff.size - fp
+    tpr = tp / same.size if same.size else np.zeros(thresholds.shape)
+    fpr = fp / diff.size if diff.size else np.zeros(thresholds.shape)
     return tpr, fpr, (tp + tn) / dist.size
-
-
-def _val_far(threshold: float, dist: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
-    predict = dist < threshold
-    n_same, n_diff = np.sum(issame), np.sum(~issame)
-    val = np.sum(predict & issame) / n_same if n_same else 0.0
-    far = np.sum(predict & ~issame) / n_diff if n_diff else 0.0
-    return val, far
 
 
 def _fold_distances(emb1, emb2, train, test, distance_metric, subtract_mean):
@@ -141,15 +138,14 @@ def evaluate(
     distances = np.zeros(issame.shape[0])
     for i, ((train, test), dist) in enumerate(zip(folds, fold_distances)):
         distances[test] = dist[test]
-        train_acc = [_rates(t, dist[train], issame[train])[2] for t in roc_thresholds]
+        train_acc = _rates(roc_thresholds, dist[train], issame[train])[2]
         best[i] = roc_thresholds[int(np.argmax(train_acc))]
-        for j, t in enumerate(roc_thresholds):
-            tprs[i, j], fprs[i, j], _ = _rates(t, dist[test], issame[test])
+        tprs[i], fprs[i], _ = _rates(roc_thresholds, dist[test], issame[test])
         accuracy[i] = _rates(best[i], dist[test], issame[test])[2]
 
-        far_train = np.array([_val_far(t, dist[train], issame[train])[1] for t in val_thresholds])
+        far_train = _rates(val_thresholds, dist[train], issame[train])[1]
         threshold = _threshold_at_far(far_train, far_target, val_thresholds)
-        val[i], far[i] = _val_far(threshold, dist[test], issame[test])
+        val[i], far[i], _ = _rates(threshold, dist[test], issame[test])
 
     tpr, fpr = np.mean(tprs, axis=0), np.mean(fprs, axis=0)
     return VerificationResult(

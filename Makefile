@@ -34,11 +34,16 @@ ORL_DIR ?= ../shared/testdata/orl
 orl: install
 	$(PY) -m tfface.recipes.orl --orl_dir $(ORL_DIR) --output_dir runs/orl
 
+# Test processes in parallel (pytest-xdist): much of a TF test is single-threaded graph building, so
+# two processes fill two cores; each one holds its own TF runtime (~1-3 GB).
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
+
 test: install-test
-	$(PY) -m pytest -q
+	$(PYTEST) --durations=15
 
 test-fast: install-test
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install-test
 	$(PY) bench/embed_throughput.py

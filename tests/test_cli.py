@@ -98,6 +98,7 @@ def test_train_from_identity_folders_mirrored_mixed_precision_center_loss(tiny):
         (["--data_dir={empty}"], ["data_dir", "is empty"]),
         (["--data_dir={train}", "--optimizer=FOO"], ["optimizer", "FOO"]),
         (["--data_dir={train}", "--batch_size=0"], ["--batch_size", "expected a number > 0"]),
+        (["--data_dir={train}", "--random_erase=1.5"], ["--random_erase", "expected a probability in [0, 1]", "1.5"]),
         (["--data_dir={train}", "--no_such_flag=1"], ["no_such_flag"]),
         (["--data_dir={train}", "--head_kwargs=scale"], ["--head_kwargs", "key=value"]),
         (["--data_dir={train}", "--head_kwargs=bogus=1"], ["--head_kwargs", "bogus"]),

@@ -68,6 +68,8 @@ flags.DEFINE_float("keep_probability", 1.0, "Keep probability of dropout before 
 flags.DEFINE_boolean("random_crop", False, "Randomly crop image_size out of larger training images.")
 flags.DEFINE_boolean("random_flip", False, "Randomly mirror training images.")
 flags.DEFINE_boolean("random_rotate", False, "Randomly rotate training images by up to 10 degrees.")
+flags.DEFINE_float("random_erase", 0.0, "Probability of filling a random rectangle of a training image with noise "
+                   "(random erasing: 2-40% of the area, aspect 0.3-3.3).")
 flags.DEFINE_boolean("use_fixed_image_standardization", True, "(x-127.5)/128 instead of per-image prewhitening.")
 flags.DEFINE_enum("standardization", "", [""] + sorted(STANDARDIZATIONS), "Overrides use_fixed_image_standardization.")
 flags.DEFINE_integer("seed", 666, "Random seed (data order and augmentation are deterministic).")
@@ -157,6 +159,8 @@ def _validate_flags() -> None:
         check_positive(getattr(FLAGS, name), f"--{name}", allow_zero=True)
     if not 0.0 <= FLAGS.center_loss_alfa <= 1.0:
         raise UserError(f"--center_loss_alfa: expected a value in [0, 1], got {FLAGS.center_loss_alfa}")
+    if not 0.0 <= FLAGS.random_erase <= 1.0:
+        raise UserError(f"--random_erase: expected a probability in [0, 1], got {FLAGS.random_erase}")
     if not 0.0 < FLAGS.keep_probability <= 1.0:
         raise UserError(f"--keep_probability: expected a value in (0, 1], got {FLAGS.keep_probability}")
     if FLAGS.model_def not in list_backbones():
@@ -251,7 +255,8 @@ def main(argv, make_trainer: Callable | None = None) -> None:
         prelogits_norm_loss_factor=FLAGS.prelogits_norm_loss_factor,
         prelogits_norm_p=FLAGS.prelogits_norm_p,
         keep_probability=FLAGS.keep_probability,
-        augment=pipeline.Augment(FLAGS.random_crop, FLAGS.random_flip, FLAGS.random_rotate),
+        augment=pipeline.Augment(FLAGS.random_crop, FLAGS.random_flip, FLAGS.random_rotate,
+                                random_erase=FLAGS.random_erase),
         seed=FLAGS.seed,
         strategy=FLAGS.strategy,
         tpu=FLAGS.tpu,

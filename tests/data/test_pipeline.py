@@ -59,3 +59,42 @@ def test_rotate_matches_opencv():
 def test_zero_rotation_is_identity():
     image = tf.random.uniform((9, 11, 3), 0, 255)
     np.testing.assert_allclose(pipeline.rotate(image, tf.constant(0.0)).numpy(), image.numpy(), atol=1e-4)
+
+
+def _erase_box_reference(height, width, draws):
+    """Random erasing's rectangle in NumPy (float64), for the same four uniform draws."""
+    area = height * width * (pipeline.ERASE_AREA[0] + draws[0] * (pipeline.ERASE_AREA[1] - pipeline.ERASE_AREA[0]))
+    low, high = np.log(pipeline.ERASE_ASPECT)
+    aspect = np.exp(low + draws[1] * (high - low))
+    box_h = int(np.clip(np.round(np.sqrt(area * aspect)), 1, height))
+    box_w = int(np.clip(np.round(np.sqrt(area / aspect)), 1, width))
+    return [int(np.floor(draws[2] * (height - box_h + 1))), int(np.floor(draws[3] * (width - box_w + 1))), box_h, box_w]
+
+
+def test_erase_box_matches_numpy_and_stays_inside():
+    rng = np.random.default_rng(2)
+    for height, width in ((32, 32), (20, 24), (7, 40)):
+        for draws in [rng.uniform(0, 1, 4) for _ in range(50)] + [np.array([0.0] * 4), np.array([0.999999] * 4)]:
+            top, left, box_h, box_w = pipeline.erase_box(height, width, tf.constant(draws, tf.float32)).numpy()
+            np.testing.assert_array_equal([top, left, box_h, box_w], _erase_box_reference(height, width, draws))
+            assert 0 <= top and top + box_h <= height and 0 <= left and left + box_w <= width
+
+
+def test_random_erase_fills_one_rectangle_with_noise_at_its_probability():
+    image = tf.fill((20, 24, 3), 100.0)
+    erased = 0
+    for i in range(200):
+        seed = tf.constant([i, 3])
+        out = pipeline.random_erase(image, 0.5, seed).numpy()
+        np.testing.assert_array_equal(out, pipeline.random_erase(image, 0.5, seed).numpy())  # deterministic
+        changed = np.argwhere((out != 100.0).any(axis=2))
+        if len(changed):
+            erased += 1
+            (top, left), (bottom, right) = changed.min(0), changed.max(0)
+            box = out[top:bottom + 1, left:right + 1]
+            assert box.min() >= 0 and box.max() <= 255 and box.std() > 30  # uniform noise, not a constant
+            outside = np.ones((20, 24), bool)
+            outside[top:bottom + 1, left:right + 1] = False
+            assert (out[outside] == 100.0).all()
+        assert not (pipeline.random_erase(image, 0.0, seed).numpy() != 100.0).any()
+    assert 70 <= erased <= 130

@@ -28,6 +28,7 @@ class Augment:
     random_flip: bool = False
     random_rotate: bool = False
     max_rotation_degrees: float = 10.0
+    random_erase: float = 0.0  # probability of erasing a random rectangle (Zhong et al., random erasing)
 
 
 def rotate(image: tf.Tensor, radians: tf.Tensor) -> tf.Tensor:
@@ -46,6 +47,38 @@ def rotate(image: tf.Tensor, radians: tf.Tensor) -> tf.Tensor:
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )[0]
+
+
+ERASE_AREA = (0.02, 0.4)  # share of the image a random erasing rectangle covers
+ERASE_ASPECT = (0.3, 1 / 0.3)  # its height / width
+
+
+def erase_box(height: tf.Tensor, width: tf.Tensor, draws: tf.Tensor) -> tf.Tensor:
+    """``[top, left, box_height, box_width]`` (int32) of the random erasing rectangle for four
+    uniform ``draws`` in [0, 1): area, log aspect ratio, top and left offsets (Zhong et al.,
+    "Random Erasing Data Augmentation", AAAI 2020; sides clipped to the image)."""
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    area = h * w * (ERASE_AREA[0] + draws[0] * (ERASE_AREA[1] - ERASE_AREA[0]))
+    low, high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = tf.exp(low + draws[1] * (high - low))
+    box_h = tf.clip_by_value(tf.round(tf.sqrt(area * aspect)), 1.0, h)
+    box_w = tf.clip_by_value(tf.round(tf.sqrt(area / aspect)), 1.0, w)
+    top, left = tf.floor(draws[2] * (h - box_h + 1.0)), tf.floor(draws[3] * (w - box_w + 1.0))
+    return tf.cast(tf.stack([top, left, box_h, box_w]), tf.int32)
+
+
+def random_erase(image: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
+    """With ``probability``, fills a random rectangle (:func:`erase_box`) of one float image
+    (H, W, C) in [0, 255] with uniform noise in [0, 255]."""
+    shape = tf.shape(image)
+    top, left, box_h, box_w = tf.unstack(erase_box(shape[0], shape[1], tf.random.stateless_uniform([4], _fold(seed, 1))))
+    rows, cols = tf.range(shape[0]), tf.range(shape[1])
+    inside = tf.logical_and(
+        tf.logical_and(rows >= top, rows < top + box_h)[:, None], tf.logical_and(cols >= left, cols < left + box_w)[None, :]
+    )
+    inside = tf.logical_and(inside, tf.random.stateless_uniform([], _fold(seed, 2)) < probability)
+    noise = tf.random.stateless_uniform(shape, _fold(seed, 3), 0.0, 255.0)
+    return tf.where(inside[:, :, None], noise, image)
 
 
 def preprocess(
@@ -78,6 +111,8 @@ def preprocess(
         limit = math.radians(augment.max_rotation_degrees)
         angle = tf.random.stateless_uniform([], _fold(seed, 3), -limit, limit)
         image = rotate(image, angle)
+    if augment.random_erase > 0:
+        image = random_erase(image, augment.random_erase, _fold(seed, 4))
     image = tf.clip_by_value(image, 0.0, 255.0)
     image.set_shape([height, width, 3])
     return image

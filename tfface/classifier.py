@@ -16,7 +16,7 @@ from absl import flags
 
 from tfface import cli
 from tfface.classification import embed_dataset, load_classifier, save_classifier, select_dataset, train_classifier
-from tfface.errors import UserError, check_positive
+from tfface.errors import UserError, check_positive, check_unit_interval
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("use_split_dataset", False, "Split DATA_DIR per person: TRAIN on nrof_train_images_per_class "
@@ -40,8 +40,7 @@ def main(argv) -> None:
     mode, data_dir, model_path, classifier_filename = argv[1:]
     check_positive(FLAGS.batch_size, "--batch_size")
     check_positive(FLAGS.nrof_train_images_per_class, "--nrof_train_images_per_class")
-    if not 0.0 <= FLAGS.unknown_threshold <= 1.0:
-        raise UserError(f"--unknown_threshold: expected a probability in [0, 1], got {FLAGS.unknown_threshold}")
+    check_unit_interval(FLAGS.unknown_threshold, "--unknown_threshold", "a probability")
     if not os.path.exists(model_path):
         raise UserError(f"model: '{model_path}' does not exist")
     if mode == "CLASSIFY" and FLAGS.test_data_dir and not FLAGS.use_split_dataset:

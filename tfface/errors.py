@@ -38,6 +38,13 @@ def check_choice(value: Any, choices: Iterable[Any], what: str) -> Any:
     return value
 
 
+def check_unit_interval(value: float, what: str, kind: str = "a value") -> float:
+    """Returns ``value`` if it lies in [0, 1]; ``kind`` names it in the error (e.g. 'a probability')."""
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{what}: expected {kind} in [0, 1], got {value}")
+    return value
+
+
 def check_positive(value: float, what: str, allow_zero: bool = False) -> float:
     """Returns ``value`` if it is > 0 (or >= 0 with ``allow_zero``)."""
     if value < 0 or (value == 0 and not allow_zero):

@@ -22,7 +22,7 @@ from absl import flags, logging
 
 from tfface import cli
 from tfface.data import folders, pipeline, rec_source, tfrecord
-from tfface.errors import UserError, check_dir, check_positive
+from tfface.errors import UserError, check_dir, check_positive, check_unit_interval
 from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
@@ -157,10 +157,8 @@ def _validate_flags() -> None:
         raise UserError("--learning_rate: expected > 0, or -1 together with --learning_rate_schedule_file")
     for name in ("weight_decay", "center_loss_factor", "prelogits_norm_loss_factor"):
         check_positive(getattr(FLAGS, name), f"--{name}", allow_zero=True)
-    if not 0.0 <= FLAGS.center_loss_alfa <= 1.0:
-        raise UserError(f"--center_loss_alfa: expected a value in [0, 1], got {FLAGS.center_loss_alfa}")
-    if not 0.0 <= FLAGS.random_erase <= 1.0:
-        raise UserError(f"--random_erase: expected a probability in [0, 1], got {FLAGS.random_erase}")
+    check_unit_interval(FLAGS.center_loss_alfa, "--center_loss_alfa")
+    check_unit_interval(FLAGS.random_erase, "--random_erase", "a probability")
     if not 0.0 < FLAGS.keep_probability <= 1.0:
         raise UserError(f"--keep_probability: expected a value in (0, 1], got {FLAGS.keep_probability}")
     if FLAGS.model_def not in list_backbones():

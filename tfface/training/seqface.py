@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tfface import heads, losses
 from tfface.data import pipeline, sequences
-from tfface.errors import UserError
+from tfface.errors import UserError, check_unit_interval
 from tfface.training.trainer import TrainConfig, Trainer, epoch_seed
 
 INDEX_FILE = "sequence_index.npz"  # in the run directory: the sequence frames' offsets and ids
@@ -54,12 +54,10 @@ def check_options(options: SeqFaceOptions, partial_fc: bool, center_loss_factor:
         raise UserError(f"--frames_per_sequence: expected >= 1, got {options.frames_per_sequence}")
     if options.dsa_loss_weight < 0:
         raise UserError(f"--dsa_loss_weight: expected >= 0, got {options.dsa_loss_weight}")
-    if not 0.0 <= options.dsa_lambda <= 1.0:
-        raise UserError(f"--dsa_lambda: expected a value in [0, 1], got {options.dsa_lambda}")
+    check_unit_interval(options.dsa_lambda, "--dsa_lambda")
     if options.dsa_alpha < 1.0 or options.dsa_beta < 0.0:
         raise UserError(f"--dsa_alpha/--dsa_beta: expected alpha >= 1 and beta >= 0, got {options.dsa_alpha}, {options.dsa_beta}")
-    if not 0.0 <= options.dsa_agent_rate <= 1.0:
-        raise UserError(f"--dsa_agent_rate: expected a value in [0, 1], got {options.dsa_agent_rate}")
+    check_unit_interval(options.dsa_agent_rate, "--dsa_agent_rate")
     if not 0.0 <= options.dsa_dropout_ratio < 1.0:
         raise UserError(f"--dsa_dropout_ratio: expected a value in [0, 1), got {options.dsa_dropout_ratio}")
     if options.dsa_center_iter < 0 or options.dsa_diff_iter < 0:

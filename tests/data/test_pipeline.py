@@ -98,3 +98,19 @@ def test_random_erase_fills_one_rectangle_with_noise_at_its_probability():
             assert (out[outside] == 100.0).all()
         assert not (pipeline.random_erase(image, 0.0, seed).numpy() != 100.0).any()
     assert 70 <= erased <= 130
+
+
+def test_training_stream_erases_one_rectangle_per_image(shards):
+    def stream(augment):
+        return _take(pipeline.make_dataset(shards, 6, (20, 24), augment=augment, seed=5), 3)
+
+    for (plain, labels), (erased, erased_labels) in zip(stream(pipeline.Augment()),
+                                                          stream(pipeline.Augment(random_erase=1.0))):
+        np.testing.assert_array_equal(labels, erased_labels)
+        for a, b in zip(plain, erased):
+            changed = np.argwhere((a != b).any(axis=2))
+            assert len(changed)  # probability 1: every image has its rectangle
+            (top, left), (bottom, right) = changed.min(0), changed.max(0)
+            outside = np.ones((20, 24), bool)
+            outside[top:bottom + 1, left:right + 1] = False
+            np.testing.assert_array_equal(a[outside], b[outside])

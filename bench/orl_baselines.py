@@ -17,7 +17,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfface.inference import load_embedder  # noqa: E402
+from tfface.recognition.inference import load_embedder  # noqa: E402
 from tfface.recipes.own_photos import verification  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -6,7 +6,7 @@ read it with OpenCV, find every face, align it (arcface, 112x112), embed it with
 MobileFaceNet (512-d; random weights, which do not change the cost), name it against a facebank of
 three people, draw boxes and labels, and write the annotated video:
 
-* **tfface**: :func:`tfface.video.process_video` (batched TF MTCNN over ``--batch_size`` frames,
+* **tfface**: :func:`tfface.recognition.video.process_video` (batched TF MTCNN over ``--batch_size`` frames,
   one embedding call per batch, the exported SavedModel), with every frame recognised
   (``every_n_frames=1``), and with ``--every_n_frames`` k (boxes tracked in between) as a second row;
 * **peer**: the ``mtcnn`` PyPI package's ``detect_faces`` per frame + one Keras call per face.
@@ -38,9 +38,9 @@ import tensorflow as tf  # noqa: E402
 
 import tfface  # noqa: E402
 import tfface_align  # noqa: E402
-from tfface.facebank import FaceBank  # noqa: E402
-from tfface.inference import load_embedder  # noqa: E402
-from tfface.video import (Face, Recognizer, VideoOutput, draw_faces, open_capture, process_video,  # noqa: E402
+from tfface.recognition.facebank import FaceBank  # noqa: E402
+from tfface.recognition.inference import load_embedder  # noqa: E402
+from tfface.recognition.video import (Face, Recognizer, VideoOutput, draw_faces, open_capture, process_video,  # noqa: E402
                           read_frames, released)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

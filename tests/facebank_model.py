@@ -22,14 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 import tfface_align
-from tfface import images
+from tfface.core import images
 from tfface.evaluation import evaluate, thresholds
 from tfface.evaluation.thresholds import Threshold
 from tfface.export import export_saved_model
 from tfface.heads import CosFace
 from tfface.heads.loss import head_loss
-from tfface.inference import load_embedder
-from tfface.preprocessing import Standardize
+from tfface.recognition.inference import load_embedder
+from tfface.core.preprocessing import Standardize
 
 SIZE = 32
 ALIGNMENT = {"align": "arcface", "image_size": [SIZE, SIZE], "margin": 0}

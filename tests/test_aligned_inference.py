@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfface.data.tfrecord import alignment_settings
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 
 def test_alignment_settings_from_dataset_info():
@@ -42,14 +42,14 @@ def trained(orl_dir, tmp_path_factory):
 
 
 def test_export_records_the_datasets_alignment(trained):
-    from tfface.inference import load_embedder
+    from tfface.recognition.inference import load_embedder
 
     embedder = load_embedder(trained[1])
     assert embedder.alignment == {"align": "facenet_crop", "image_size": [36, 36], "margin": 16.0}
 
 
 def test_embed_files_align_matches_the_aligned_dataset(trained):
-    from tfface.inference import load_embedder
+    from tfface.recognition.inference import load_embedder
 
     root, export = trained
     embedder = load_embedder(export)
@@ -66,7 +66,7 @@ def test_embed_files_align_matches_the_aligned_dataset(trained):
 
 def test_align_needs_a_recorded_alignment(tmp_path, orl_dir):
     from tfface.export import export_saved_model
-    from tfface.inference import load_embedder
+    from tfface.recognition.inference import load_embedder
     from tfface.models import build_embedder
 
     export = export_saved_model(build_embedder("mobilefacenet", (32, 32), 8), str(tmp_path), "plain", 1)

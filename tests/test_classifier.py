@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import skops.io
 
-from tfface.classification import FORMAT, UNKNOWN, VERSION, load_classifier, save_classifier, train_classifier
-from tfface.errors import UserError
+from tfface.recognition.classification import FORMAT, UNKNOWN, VERSION, load_classifier, save_classifier, train_classifier
+from tfface.core.errors import UserError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 

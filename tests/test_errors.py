@@ -1,9 +1,9 @@
-"""The shared one-line flag checks of tfface.errors."""
+"""The shared one-line flag checks of tfface.core.errors."""
 import math
 
 import pytest
 
-from tfface.errors import UserError, check_unit_interval
+from tfface.core.errors import UserError, check_unit_interval
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])

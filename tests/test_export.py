@@ -12,15 +12,15 @@ import pytest
 import tensorflow as tf
 
 import tfface
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.export import META_FILE, THRESHOLD_FILE, embedder_metadata, export_saved_model, model_fingerprint
 from tfface.export import rest, warmup
 from tfface.export.saved_model import read_threshold
 from tfface.export.sources import load_for_export
 from tfface.export.tf1_check import check_in_fresh_process
 from tfface.export.versions import TMP_PREFIX, remove_stale_tmp
-from tfface.images import resize
-from tfface.inference import load_embedder, resolve_saved_model
+from tfface.core.images import resize
+from tfface.recognition.inference import load_embedder, resolve_saved_model
 
 SIGNATURES = {"serving_default", "embed_encoded", "embed_float", "verify"}
 

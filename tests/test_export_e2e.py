@@ -7,13 +7,13 @@ import tensorflow as tf
 
 import tfface_align
 from tests.test_export import warm_embedder
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.export import export_saved_model, warmup
 from tfface.export.end_to_end import aligned_faces, export_end_to_end
 from tfface.export.sources import make_alignment
 from tfface.export.tf1_check import check_in_fresh_process
-from tfface.images import load, resize
-from tfface.inference import PhotoEmbedder, load_embedder
+from tfface.core.images import load, resize
+from tfface.recognition.inference import PhotoEmbedder, load_embedder
 
 PHOTOS = ("img12.jpg", "img25.jpg", "img5.jpg", "img16.jpg")  # the smallest photos of testdata/faces
 MIN_FACE = 40

@@ -13,7 +13,7 @@ import tfface
 import tfface_align
 from tests.test_export import warm_embedder
 from tfface.export import tflite
-from tfface.images import load, resize
+from tfface.core.images import load, resize
 
 # Smallest input each family accepts (tiny inputs keep the battery cheap); default 32x32.
 SIZES = {"inception_resnet_v1": 80, "seqface_resnet27": 48}
@@ -48,6 +48,6 @@ def test_tflite_matches_keras(backbone, aligned, tmp_path):
         cosines[quantization] = float((tflite.run_tflite(path, faces) * expected).sum(1).min())
     print(f"\n| {backbone} | {side}x{side} | {cosines['float32']:.6f} | {cosines['int8']:.4f} |")
     assert cosines["float32"] >= 0.999 and cosines["int8"] >= 0.99
-    with pytest.raises(tfface.errors.UserError, match="expected uint8"):
+    with pytest.raises(tfface.core.errors.UserError, match="expected uint8"):
         tflite.run_tflite(paths["float32"], faces.astype(np.float32))
     keras.backend.clear_session()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import tfface_align
-from tfface.errors import UserError
-from tfface.facebank import META_FILE, UNKNOWN, FaceBank, model_threshold, pair_distances
-from tfface.inference import load_embedder
+from tfface.core.errors import UserError
+from tfface.recognition.facebank import META_FILE, UNKNOWN, FaceBank, model_threshold, pair_distances
+from tfface.recognition.inference import load_embedder
 from tests import facebank_model as fm
 
 
@@ -114,7 +114,7 @@ def test_recognises_enrolled_people_and_rejects_strangers(orl_dir, model, tmp_pa
     threshold, metric, source = model_threshold(model)
     assert source.endswith("threshold.json") and metric == 0
 
-    from tfface.recognize import embed_photos
+    from tfface.recognition.faces import embed_photos
 
     queries = [fm.orl_path(orl_dir, i, j) for i in fm.BANK_IDS for j in fm.QUERY_PHOTOS]
     truth = [f"s{i}" for i in fm.BANK_IDS for _ in fm.QUERY_PHOTOS]

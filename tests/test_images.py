@@ -1,4 +1,4 @@
-"""The image contract (tfface.images): decoding against OpenCV / NumPy references, resizing
+"""The image contract (tfface.core.images): decoding against OpenCV / NumPy references, resizing
 against a NumPy antialiased-bilinear reference, and one file -> identical model inputs on every
 path (training pipeline, evaluation, embed_files, the SavedModel's embed_encoded)."""
 import glob
@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 import tfface
-from tfface import images
+from tfface.core import images
 from tfface.data import folders, pipeline, tfrecord
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation import load_image
 from tfface_align import read_image
 
@@ -119,7 +119,7 @@ def test_resize_against_numpy_reference():
 
 
 def test_real_photos_decode_as_opencv_does(faces_dir, orl_dir):
-    """tfface.images and tfface_align's OpenCV reader give the same pixels: one contract."""
+    """tfface.core.images and tfface_align's OpenCV reader give the same pixels: one contract."""
     paths = sorted(glob.glob(os.path.join(faces_dir, "*.jpg")))[:6] + [os.path.join(orl_dir, "s1", "1.pgm")]
     for path in paths:
         np.testing.assert_array_equal(images.load(path), read_image(path), err_msg=path)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface import preprocessing
+from tfface.core import preprocessing
 
 
 def _reference(name, x):

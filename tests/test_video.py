@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import tfface_align
-from tfface.errors import UserError
-from tfface.facebank import UNKNOWN, FaceBank, model_threshold
-from tfface.inference import load_embedder
-from tfface.recognize import embed_photos
-from tfface.video import Recognizer, enrolment_frame, open_capture, process_video, released
+from tfface.core.errors import UserError
+from tfface.recognition.facebank import UNKNOWN, FaceBank, model_threshold
+from tfface.recognition.inference import load_embedder
+from tfface.recognition.faces import embed_photos
+from tfface.recognition.video import Recognizer, enrolment_frame, open_capture, process_video, released
 from tests import facebank_model as fm
 
 HEIGHT, WIDTH = 480, 640

@@ -9,9 +9,10 @@ import os
 # that happens before tfface is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from tfface import data, evaluation, heads, images, losses, models, preprocessing, training  # noqa: E402
+from tfface import data, evaluation, heads, losses, models, training  # noqa: E402
+from tfface.core import images, preprocessing  # noqa: E402
 from tfface.export import export_saved_model  # noqa: E402
-from tfface.inference import load_embedder  # noqa: E402
+from tfface.recognition.inference import load_embedder  # noqa: E402
 
 __version__ = "0.1.0"
 

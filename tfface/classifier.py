@@ -14,9 +14,9 @@ import os
 
 from absl import flags
 
-from tfface import cli
-from tfface.classification import embed_dataset, load_classifier, save_classifier, select_dataset, train_classifier
-from tfface.errors import UserError, check_positive, check_unit_interval
+from tfface.tools import cli
+from tfface.recognition.classification import embed_dataset, load_classifier, save_classifier, select_dataset, train_classifier
+from tfface.core.errors import UserError, check_positive, check_unit_interval
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("use_split_dataset", False, "Split DATA_DIR per person: TRAIN on nrof_train_images_per_class "
@@ -33,7 +33,7 @@ flags.DEFINE_boolean("align", False, "DATA_DIR holds raw photos: detect and alig
 
 
 def main(argv) -> None:
-    from tfface.inference import load_embedder
+    from tfface.recognition.inference import load_embedder
 
     if len(argv) != 5 or argv[1] not in ("TRAIN", "CLASSIFY"):
         raise UserError("usage: python -m tfface.classifier TRAIN|CLASSIFY DATA_DIR MODEL CLASSIFIER_FILENAME [--flags]")

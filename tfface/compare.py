@@ -14,11 +14,11 @@ import os
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import UserError
+from tfface.tools import cli
+from tfface.core.errors import UserError
 from tfface.evaluation.comparison import compare_embeddings
 from tfface.evaluation.thresholds import load_threshold
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("align", True, "Detect and align the faces as the model's training faces were.")

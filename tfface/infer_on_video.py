@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import UserError
+from tfface.tools import cli
+from tfface.core.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("file", None, "Input video file.", short_name="f")
@@ -43,9 +43,9 @@ def main(argv) -> None:
         if not getattr(FLAGS, name):
             raise UserError(f"--{name}: required")
     import tfface_align
-    from tfface.facebank import FaceBank, model_threshold
-    from tfface.inference import load_embedder
-    from tfface.video import Recognizer, open_capture, process_video, released
+    from tfface.recognition.facebank import FaceBank, model_threshold
+    from tfface.recognition.inference import load_embedder
+    from tfface.recognition.video import Recognizer, open_capture, process_video, released
 
     capture = open_capture(FLAGS.camera or FLAGS.file)
     embedder = load_embedder(FLAGS.model)

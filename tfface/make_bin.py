@@ -12,8 +12,8 @@ import os
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import UserError, check_dir
+from tfface.tools import cli
+from tfface.core.errors import UserError, check_dir
 from tfface.evaluation.bins import pairs_to_bin
 
 FLAGS = flags.FLAGS

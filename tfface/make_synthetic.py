@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from tfface import cli
+from tfface.tools import cli
 from tfface.data.synthetic import make_synthetic_dataset
-from tfface.errors import UserError, check_positive
+from tfface.core.errors import UserError, check_positive
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "data/synthetic", "Where to write train/ and verify/.")

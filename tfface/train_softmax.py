@@ -20,15 +20,15 @@ from typing import Callable
 import tensorflow as tf
 from absl import flags, logging
 
-from tfface import cli
+from tfface.tools import cli
 from tfface.data import folders, pipeline, rec_source, tfrecord
-from tfface.errors import UserError, check_dir, check_positive, check_unit_interval
+from tfface.core.errors import UserError, check_dir, check_positive, check_unit_interval
 from tfface.evaluation.benchmarks import bins_evaluator, chain
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.heads import get_head, list_heads
 from tfface.heads.partial_fc import check_partial_fc
 from tfface.models import InputShapeError, has_dropout, list_backbones
-from tfface.preprocessing import STANDARDIZATIONS
+from tfface.core.preprocessing import STANDARDIZATIONS
 from tfface.training import OPTIMIZERS, STRATEGIES
 from tfface.training.seqface import SeqFaceOptions, SeqFaceTrainer
 from tfface.training.seqface import check_options as check_seqface_options

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from tfface import cli, train_softmax
-from tfface.errors import check_positive
+from tfface import train_softmax
+from tfface.tools import cli
+from tfface.core.errors import check_positive
 from tfface.training.triplet import MINING, TripletOptions, TripletTrainer
 
 FLAGS = flags.FLAGS

@@ -21,13 +21,13 @@ import os
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import UserError, check_dir, check_positive
+from tfface.tools import cli
+from tfface.core.errors import UserError, check_dir, check_positive
 from tfface.evaluation.benchmarks import evaluate_bins, table
 from tfface.evaluation.bins import TARGETS
 from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.thresholds import save_calibrated
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bins_dir", "", "Directory holding <target>.bin files.")

@@ -25,14 +25,14 @@ import os
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import UserError, check_positive
+from tfface.tools import cli
+from tfface.core.errors import UserError, check_positive
 from tfface.evaluation.lfw import evaluate_pairs
 from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.pairs import get_paths, read_pairs
 from tfface.evaluation.photo_pairs import evaluate_photo_pairs, read_csv_pairs
 from tfface.evaluation.thresholds import save_calibrated
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("lfw_pairs", "", "The file containing the pairs to use (default: <lfw_dir>/pairs.txt).")

@@ -14,11 +14,11 @@ import os
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import check_positive
+from tfface.tools import cli
+from tfface.core.errors import check_positive
 from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.sequences import AGGREGATIONS, evaluate_sequences
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("splits", "", "YTF-format splits file (default: <frames_dir>/splits.txt).")

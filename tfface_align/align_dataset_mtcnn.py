@@ -31,8 +31,8 @@ from typing import Sequence
 
 from absl import flags
 
-from tfface.cli import run_main
-from tfface.errors import UserError, check_choice, check_dir, check_positive
+from tfface.tools.cli import run_main
+from tfface.core.errors import UserError, check_choice, check_dir, check_positive
 from tfface_align.aligner import ALIGNMENTS, align_photos, face_example, output_size
 
 FORMATS = ("folders", "tfrecord", "both")

@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from tfface.errors import check_choice, check_positive
+from tfface.core.errors import check_choice, check_positive
 from tfface_align.image_io import Photo
 from tfface_align.transform import align, alignment_matrix, crop, crop_box
 

@@ -14,8 +14,8 @@ from typing import Sequence
 
 from absl import flags
 
-from tfface.cli import run_main
-from tfface.errors import UserError, check_positive
+from tfface.tools.cli import run_main
+from tfface.core.errors import UserError, check_positive
 from tfface_align.aligner import ALIGNMENTS
 
 FLAGS = flags.FLAGS

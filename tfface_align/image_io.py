@@ -2,8 +2,8 @@
 
 Everything returns RGB ``uint8`` arrays of shape (H, W, 3). :func:`load_photo` never raises for a
 bad file: it reports what it found, so a dataset run can skip and count it. Formats are sniffed
-by :func:`tfface.images.sniff` (PGM/PPM included), and the pixels equal those of the image
-contract, :func:`tfface.images.load` (``tests/test_images.py`` checks it on real photos).
+by :func:`tfface.core.images.sniff` (PGM/PPM included), and the pixels equal those of the image
+contract, :func:`tfface.core.images.load` (``tests/test_images.py`` checks it on real photos).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from tfface.errors import UserError
-from tfface.images import sniff
+from tfface.core.errors import UserError
+from tfface.core.images import sniff
 
 HUGE_PIXELS = 40_000_000  # photos at least this big are decoded at reduced resolution
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.data.tfrecord import list_shards, parse_example, read_dataset_info
 from tfface_align.align_dataset_mtcnn import align_dataset
 from tfface_align.aligner import main_face, output_size

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.align.helpers import jpeg_with_orientation
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface_align.image_io import header_size, load_photo, read_image, to_rgb_uint8
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

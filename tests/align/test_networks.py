@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface_align.mtcnn import build_net, load_net_weights
 from tfface_align.mtcnn.weights import FACENET_FILES, cache_dir
 

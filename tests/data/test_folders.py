@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfface.data import folders, tfrecord
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 
 def _make_tree(root, counts):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfface.data.insightface import check_bin, prepare_insightface
 from tfface.data.recordio import InsightFaceRecord, RecordIOError, write_insightface
 from tfface.data.tfrecord import list_shards, parse_example, read_dataset_info
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORRUPT = b"\xff\xd8\xff\xe0" + b"\x00" * 64

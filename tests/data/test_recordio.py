@@ -20,7 +20,7 @@ from tfface.data.recordio import (
     unpack,
     write_insightface,
 )
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 MAGIC_LE = bytes([0x0A, 0x23, 0xD7, 0xCE])  # 0xced7230a, little-endian
 

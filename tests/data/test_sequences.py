@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfface.data import folders, sequences, tfrecord
 from tfface.data.synthetic import render, sample_identity, write_train_split
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 FRAMES = (3, 5, 2, 4, 6)  # frames of the 5 sequences
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tfface
-from tfface import images
+from tfface.core import images
 from tfface.export import export_saved_model
 
 CROP = (64, 64)

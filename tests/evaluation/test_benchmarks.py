@@ -11,7 +11,7 @@ from tfface.evaluation import bins, evaluate
 from tfface.evaluation.benchmarks import evaluate_bin, table
 from tfface.evaluation.embeddings import flip_sum
 from tfface.evaluation.thresholds import load_threshold
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 

@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from tfface import images
-from tfface.errors import UserError
+from tfface.core import images
+from tfface.core.errors import UserError
 from tfface.evaluation import bins
 
 

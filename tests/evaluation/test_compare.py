@@ -8,7 +8,7 @@ import pytest
 
 from tfface.evaluation.comparison import compare_embeddings
 from tfface.evaluation.thresholds import Threshold, save_threshold
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 

@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface.errors import UserError
-from tfface.images import resize
+from tfface.core.errors import UserError
+from tfface.core.images import resize
 from tfface.evaluation import embed_paths, evaluate_pairs, load_image
 
 

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface import images
-from tfface.errors import UserError
+from tfface.core import images
+from tfface.core.errors import UserError
 from tfface.evaluation.sequences import aggregate, evaluate_sequences, read_splits
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 OFFSETS = ((0, 0), (8, 0), (0, 8), (4, 4))  # a face drifting in the frame, as in a video

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation import evaluate
 from tfface.evaluation.thresholds import Threshold, calibrate, load_threshold, save_threshold
 

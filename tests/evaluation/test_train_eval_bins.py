@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import tfface
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation import bins
 from tfface.evaluation.benchmarks import bins_evaluator, chain, evaluate_bin
 

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation import evaluate, evaluate_pairs, read_pairs
 from tfface.evaluation.thresholds import load_threshold
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation import distance, evaluate, get_paths, read_pairs
 
 

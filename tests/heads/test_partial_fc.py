@@ -17,7 +17,7 @@ import tensorflow as tf
 from tests.heads import reference as ref
 from tests.heads.conftest import record
 from tfface import heads
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.heads.partial_fc import check_partial_fc, num_sampled, shard_ranges
 
 HERE = os.path.dirname(os.path.abspath(__file__))

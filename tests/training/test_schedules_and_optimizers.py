@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.training import OPTIMIZERS, learning_rate_for_epoch, make_optimizer, read_schedule_file
 from tfface.training.optimizers import MomentumSGD
 

@@ -19,7 +19,7 @@ from tfface import losses
 from tfface.data import folders, sequences
 from tfface.data.pipeline import Augment
 from tfface.data.synthetic import write_train_split
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.training import TrainConfig
 from tfface.training.seqface import SeqFaceOptions, SeqFaceTrainer, check_options
 

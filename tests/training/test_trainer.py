@@ -9,11 +9,11 @@ import tensorflow as tf
 
 from tests.training import helpers
 from tfface.data.synthetic import write_train_split
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.models import get_backbone, has_dropout, list_backbones
 from tfface.training import TrainConfig, Trainer
 from tfface.training.strategy import tpu_resolver
-from tfface.inference import load_embedder
+from tfface.recognition.inference import load_embedder
 from tfface.training import trainer as trainer_module
 from tfface.training.trainer import NonFiniteLossError, cpu_has_bfloat16, precision_policy
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tests.training import helpers
 from tfface.data import samplers, tfrecord
 from tfface.data.synthetic import write_train_split
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.training import TrainConfig
 from tfface.training.triplet import TripletOptions, TripletTrainer, hard_pair_accuracy
 

@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfface import images
+from tfface.core import images
 from tfface.data import tfrecord
-from tfface.errors import UserError, check_choice, check_dir
+from tfface.core.errors import UserError, check_choice, check_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp")
 SPLIT_MODES = ("SPLIT_CLASSES", "SPLIT_IMAGES")
@@ -112,10 +112,10 @@ def split_by_count(
 def read_image_file(path: str) -> tuple[bytes, str, int, int]:
     """Validates one image file and returns ``(encoded, format, height, width)`` for the schema.
 
-    JPEGs and 8-bit grey/RGB PNGs keep their original bytes (:func:`tfface.images.decode` turns
+    JPEGs and 8-bit grey/RGB PNGs keep their original bytes (:func:`tfface.core.images.decode` turns
     a JPEG upright by its EXIF orientation when it is read); anything else OpenCV or TF decodes
     (PGM, BMP, TIFF, 16-bit, alpha...) is stored as the 8-bit RGB PNG of what
-    :func:`tfface.images.decode` makes of it. ``height``/``width`` are those of the upright image.
+    :func:`tfface.core.images.decode` makes of it. ``height``/``width`` are those of the upright image.
     Raises ``ValueError`` with the reason when the file cannot be used.
     """
     with open(path, "rb") as f:

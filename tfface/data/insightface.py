@@ -21,7 +21,7 @@ import time
 import uuid
 
 from tfface.data.recordio import InsightFaceRecord, RecordIOError
-from tfface.errors import UserError, check_positive
+from tfface.core.errors import UserError, check_positive
 
 STATE_DIR = ".prepare"
 ALIGNMENT = "arcface"  # InsightFace's datasets are 5-point aligned to its 112x112 template
@@ -29,8 +29,8 @@ ALIGNMENT = "arcface"  # InsightFace's datasets are 5-point aligned to its 112x1
 
 def _encoded_image(payload: bytes) -> tuple[bytes, str, int, int]:
     """(JPEG/PNG bytes, format, height, width) of a record's image, checked by decoding it as
-    training will (:mod:`tfface.images`); ValueError when unreadable."""
-    from tfface import images
+    training will (:mod:`tfface.core.images`); ValueError when unreadable."""
+    from tfface.core import images
 
     data = images.canonical_bytes(payload)  # other formats become PNG
     fmt = images.sniff(data)
@@ -100,7 +100,7 @@ def convert_shard(rec_dir: str, output_dir: str, shard: int, num_shards: int, sk
 def check_bin(path: str) -> int:
     """Number of pairs of an InsightFace ``.bin`` verification set, read without running pickled
     code (only plain containers, bytes and bools); a clear error when it is something else."""
-    from tfface.images import sniff
+    from tfface.core.images import sniff
 
     class _Plain(pickle.Unpickler):
         def find_class(self, module, name):

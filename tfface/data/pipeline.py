@@ -1,7 +1,7 @@
 """tf.data input pipeline over TFRecord shards of the tfface schema.
 
 Reads shards interleaved, decodes and resizes in parallel through the image contract
-(:mod:`tfface.images`, the same ops evaluation and serving use), augments (random crop, flip, rotation) and batches. Images leave the pipeline as
+(:mod:`tfface.core.images`, the same ops evaluation and serving use), augments (random crop, flip, rotation) and batches. Images leave the pipeline as
 float32 pixels in [0, 255]: standardization is the model's first layer (the preprocessing
 contract), so it is applied identically in training, evaluation and serving.
 
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from tfface import images
+from tfface.core import images
 from tfface.data import rec_source, tfrecord
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from tfface import cli
+from tfface.tools import cli
 from tfface.data.insightface import prepare_insightface
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rec_dir", None, "InsightFace dataset directory: train.rec, train.idx, property, *.bin.")

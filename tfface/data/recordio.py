@@ -32,7 +32,7 @@ import struct
 import uuid
 from typing import Iterator, NamedTuple, Sequence
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)

@@ -22,7 +22,7 @@ from absl import logging
 
 from tfface.data import pipeline, tfrecord
 from tfface.data.samplers import SequenceAwareSampler
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length; the data's CRC (4 bytes) follows it
 

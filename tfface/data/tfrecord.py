@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 INFO_FILE = "dataset_info.json"
 SHARD_PATTERN = "{prefix}-{index:05d}-of-{count:05d}.tfrecord"

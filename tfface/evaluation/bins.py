@@ -18,8 +18,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from tfface import images
-from tfface.errors import UserError, check_file
+from tfface.core import images
+from tfface.core.errors import UserError, check_file
 from tfface.evaluation.pairs import get_paths, read_pairs
 
 # The sets InsightFace / MultiFace report, in the order of their tables.

@@ -11,13 +11,13 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from tfface import images
+from tfface.core import images
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
 
 def load_image(path: str, image_size: tuple[int, int]) -> np.ndarray:
-    """Reads one photo as RGB uint8 at ``image_size`` through the image contract (:mod:`tfface.images`)."""
+    """Reads one photo as RGB uint8 at ``image_size`` through the image contract (:mod:`tfface.core.images`)."""
     return images.load(path, image_size)
 
 

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tfface.data.folders import IMAGE_EXTENSIONS
-from tfface.errors import UserError, check_file
+from tfface.core.errors import UserError, check_file
 
 EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # every format the image contract reads
 

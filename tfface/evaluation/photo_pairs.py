@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tfface import images
-from tfface.errors import UserError, check_file
+from tfface.core import images
+from tfface.core.errors import UserError, check_file
 from tfface.evaluation.verification import VerificationResult, evaluate
 
 
@@ -72,7 +72,7 @@ def evaluate_photo_pairs(
     embedder, paths: Sequence[str], issame: np.ndarray, use_flipped_images: bool = False, nrof_folds: int = 10,
     distance_metric: int = 0, subtract_mean: bool = False, far_target: float = 1e-3,
 ) -> PhotoPairsResult:
-    """facenet's protocol on raw photos aligned by ``embedder`` (a :class:`tfface.inference.Embedder`);
+    """facenet's protocol on raw photos aligned by ``embedder`` (a :class:`tfface.recognition.inference.Embedder`);
     every distinct photo is aligned and embedded once (with its mirror image when
     ``use_flipped_images``, the two embeddings concatenated as facenet does)."""
     unique, rows = unique_rows(paths)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tfface.data.folders import IMAGE_EXTENSIONS
-from tfface.errors import UserError, check_file
+from tfface.core.errors import UserError, check_file
 from tfface.evaluation.embeddings import EmbedFn, embed_paths, l2_normalize
 from tfface.evaluation.verification import VerificationResult, evaluate
 

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation.verification import VerificationResult
 
 THRESHOLD_FILE = "threshold.json"

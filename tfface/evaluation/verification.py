@@ -19,7 +19,7 @@ from scipy import interpolate, optimize
 from sklearn import metrics
 from sklearn.model_selection import KFold
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 ROC_STEP, VAL_STEP = 0.01, 0.001
 

@@ -1,7 +1,7 @@
 """Exports for serving: SavedModels in TF Serving's layout (face embedder, or photo -> faces ->
 embeddings), warm-up requests, TFLite files, and the checks that they run as TF Serving runs them.
 
-``python -m tfface.export`` (``tfface-export``) is the command line; loading: :mod:`tfface.inference`.
+``python -m tfface.export`` (``tfface-export``) is the command line; loading: :mod:`tfface.recognition.inference`.
 """
 from tfface.export.saved_model import (
     META_FILE,

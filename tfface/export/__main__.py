@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from tfface import cli
-from tfface.errors import UserError
+from tfface.tools import cli
+from tfface.core.errors import UserError
 
 FLAGS = flags.FLAGS
 

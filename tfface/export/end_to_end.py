@@ -10,10 +10,10 @@
   first); the other rows are zeros.
 
 Every step is a TF op inside the graph and is the same code as the Python path: the image
-contract's :func:`tfface.images.decode`, :class:`tfface_align.MTCNN`'s detector graph, the
+contract's :func:`tfface.core.images.decode`, :class:`tfface_align.MTCNN`'s detector graph, the
 alignment the model's training faces were made with (:func:`tfface_align.align_tf` onto the
 arcface/sphereface template, or facenet's margin crop :func:`tfface_align.crop_tf`) rounded to
-uint8 pixels, :func:`tfface.images.resize` to the model's input, and the embedder.
+uint8 pixels, :func:`tfface.core.images.resize` to the model's input, and the embedder.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfface import images
-from tfface.errors import UserError
+from tfface.core import images
+from tfface.core.errors import UserError
 from tfface.export import warmup
 from tfface.export.saved_model import check_batch, decode_checked, embedder_metadata, save_serving_module
 from tfface.export.versions import write_version

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 
 def _decode_strings(value: Any) -> Any:

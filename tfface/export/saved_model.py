@@ -5,7 +5,7 @@
 
 * ``serving_default``: ``images`` uint8 (B, H, W, 3) -> ``embeddings`` float32 (B, D), L2-normalised;
 * ``embed_encoded``: ``encoded`` string (B,) JPEG/PNG/GIF/BMP bytes of aligned faces -> the same,
-  decoded and resized to H x W in the graph by the image contract (:mod:`tfface.images`);
+  decoded and resized to H x W in the graph by the image contract (:mod:`tfface.core.images`);
 * ``embed_float``: ``images`` float32 (B, H, W, 3), already standardized -> the same;
 * ``verify``: ``images_a``, ``images_b`` uint8 (B, H, W, 3) -> ``distance`` float32 (B,) between
   pair i's faces, and ``same`` bool (B,) when a calibrated ``threshold.json`` was exported with it.
@@ -34,9 +34,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfface import images
-from tfface.errors import UserError
-from tfface.preprocessing import get_standardization
+from tfface.core import images
+from tfface.core.errors import UserError
+from tfface.core.preprocessing import get_standardization
 from tfface.export import warmup
 from tfface.export.versions import write_version
 
@@ -126,7 +126,7 @@ def check_batch(tensor: tf.Tensor, name: str, image_size: tuple[int, int] | None
 
 
 def decode_checked(encoded: tf.Tensor, name: str) -> tf.Tensor:
-    """:func:`tfface.images.decode`, after an in-graph check that the bytes are an image TF reads."""
+    """:func:`tfface.core.images.decode`, after an in-graph check that the bytes are an image TF reads."""
     known = tf.reduce_any([tf.strings.substr(encoded, 0, len(m)) == m for m in _TF_MAGIC])
     with tf.control_dependencies([tf.debugging.Assert(known, [f"{name}: an element is not a JPEG/PNG/GIF/BMP image"])]):
         return images.decode(encoded)
@@ -146,7 +146,7 @@ class EmbedderSignatures(tf.Module):
     def __init__(self, embedder: keras.Model, meta: dict, threshold: dict | None = None):
         super().__init__()
         height, width = meta["image_size"]
-        # Read by tfface.inference.Embedder (variables, so that they are saved with the SavedModel).
+        # Read by tfface.recognition.inference.Embedder (variables, so that they are saved with the SavedModel).
         self.image_size = tf.Variable(meta["image_size"], trainable=False, dtype=tf.int32, name="image_size")
         self.standardization = tf.Variable(meta["standardization"], trainable=False, name="standardization")
         self.backbone = tf.Variable(meta["backbone"], trainable=False, name="backbone")

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfface import models
 from tfface.data import tfrecord
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 ALIGNMENTS = ("arcface", "sphereface", "facenet_crop")
 

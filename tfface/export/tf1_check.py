@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.export import warmup
 
 

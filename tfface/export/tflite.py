@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 TFLITE_DIR = "tflite"
 FILES = {"float32": "embedder_float32.tflite", "int8": "embedder_int8.tflite"}

@@ -12,7 +12,7 @@ import shutil
 import uuid
 from typing import Callable
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 TMP_PREFIX = ".tmp-"
 

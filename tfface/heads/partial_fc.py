@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.heads.base import NormalizedHead, head_dtype
 from tfface.heads.registry import get_head_class
 
@@ -256,7 +256,7 @@ class PartialFC(keras.layers.Layer):
 
 
 def check_partial_fc(head: str, sample_rate: float, strategy: str, mixed_precision: bool) -> None:
-    """Raises :class:`~tfface.errors.UserError` naming the flag when ``--partial_fc`` cannot run."""
+    """Raises :class:`~tfface.core.errors.UserError` naming the flag when ``--partial_fc`` cannot run."""
     if not issubclass(get_head_class(head), NormalizedHead):
         raise UserError(f"--head: --partial_fc needs normface, cosface, arcface or combined, got {head!r}")
     if not 0.0 < sample_rate <= 1.0:

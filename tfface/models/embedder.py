@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 
 from tfface.models.registry import get_backbone
-from tfface.preprocessing import Standardize
+from tfface.core.preprocessing import Standardize
 
 
 def build_embedder(

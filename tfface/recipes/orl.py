@@ -21,9 +21,9 @@ import subprocess
 
 from absl import flags
 
-from tfface import cli
+from tfface.tools import cli
 from tfface.data.tfrecord import write_json_atomic
-from tfface.errors import UserError, check_dir, check_file
+from tfface.core.errors import UserError, check_dir, check_file
 from tfface.recipes import own_photos
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -51,7 +51,7 @@ def _identities(orl_dir: str) -> list[str]:
 
 
 def main(argv) -> None:
-    from tfface.inference import load_embedder
+    from tfface.recognition.inference import load_embedder
 
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")

@@ -27,15 +27,15 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from tfface import images
-from tfface.classification import embed_dataset, load_classifier, save_classifier, train_classifier
+from tfface.core import images
+from tfface.recognition.classification import embed_dataset, load_classifier, save_classifier, train_classifier
 from tfface.data.folders import IMAGE_EXTENSIONS, ImageClass
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface.evaluation import baselines
 from tfface.evaluation.pairs import get_paths, make_pairs, read_pairs, write_pairs
 from tfface.evaluation.photo_pairs import embed_faces, evaluate_photo_pairs, read_csv_pairs, unique_rows
 from tfface.evaluation.verification import evaluate
-from tfface.inference import Embedder
+from tfface.recognition.inference import Embedder
 
 
 @dataclasses.dataclass

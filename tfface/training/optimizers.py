@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfface.errors import UserError, check_choice
+from tfface.core.errors import UserError, check_choice
 
 OPTIMIZERS = ("ADAGRAD", "ADADELTA", "ADAM", "RMSPROP", "MOM", "SGD")
 

@@ -1,7 +1,7 @@
 """Learning-rate schedules: a constant or facenet's schedule file (``epoch: lr`` lines)."""
 from __future__ import annotations
 
-from tfface.errors import UserError, check_file
+from tfface.core.errors import UserError, check_file
 
 
 def read_schedule_file(path: str) -> list[tuple[int, float | None]]:

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tfface import heads, losses
 from tfface.data import pipeline, sequences
-from tfface.errors import UserError, check_unit_interval
+from tfface.core.errors import UserError, check_unit_interval
 from tfface.training.trainer import TrainConfig, Trainer, epoch_seed
 
 INDEX_FILE = "sequence_index.npz"  # in the run directory: the sequence frames' offsets and ids

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfface.errors import UserError, check_choice
+from tfface.core.errors import UserError, check_choice
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 

@@ -25,7 +25,7 @@ from absl import logging
 
 from tfface import heads, losses, models
 from tfface.data import pipeline, rec_source, tfrecord
-from tfface.errors import UserError, check_choice
+from tfface.core.errors import UserError, check_choice
 from tfface.export import export_saved_model
 from tfface.training.optimizers import make_optimizer
 from tfface.training.preemption import StopSignal

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tfface import losses
 from tfface.data import samplers
-from tfface.errors import UserError, check_choice
+from tfface.core.errors import UserError, check_choice
 from tfface.training.trainer import TrainConfig, Trainer, epoch_seed
 
 MINING = ("offline", "semihard", "batch_hard")

@@ -6,7 +6,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 
 def resolve_checkpoint(path: str) -> str:

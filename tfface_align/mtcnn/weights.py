@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 from tfface_align.mtcnn.networks import BUILDERS
 
 NETS = ("pnet", "rnet", "onet")

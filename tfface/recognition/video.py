@@ -24,10 +24,10 @@ import numpy as np
 
 import tfface_align
 from tfface.data.tfrecord import write_json_atomic
-from tfface.errors import UserError, check_positive
-from tfface.facebank import FaceBank
-from tfface.inference import Embedder
-from tfface.recognize import aligned_faces, embed_faces
+from tfface.core.errors import UserError, check_positive
+from tfface.recognition.facebank import FaceBank
+from tfface.recognition.inference import Embedder
+from tfface.recognition.faces import aligned_faces, embed_faces
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 

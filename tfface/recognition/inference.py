@@ -4,7 +4,7 @@
     embeddings = embedder.embed_files(["a.jpg", "b.jpg"])  # L2-normalised (2, D)
     embeddings = embedder.embed_files(["raw_photo.jpg"], align=True)  # detect + align first
 
-Files are read through the image contract (:mod:`tfface.images`), exactly as training and the
+Files are read through the image contract (:mod:`tfface.core.images`), exactly as training and the
 SavedModel's ``embed_encoded`` signature read them. With ``align=True`` the most prominent face
 of each photo is found by MTCNN and aligned exactly as the model's training faces were (the
 alignment recorded in the export), then resized to the model's size as evaluation does.
@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfface import images
-from tfface.errors import UserError
+from tfface.core import images
+from tfface.core.errors import UserError
 from tfface.evaluation.embeddings import embed_paths
 from tfface.export import META_FILE, embedder_metadata
 

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from absl import app, flags
 
-from tfface.errors import UserError, check_dir
+from tfface.core.errors import UserError, check_dir
 
 
 def run_main(main: Callable[[Sequence[str]], object], known_only: bool = False) -> None:

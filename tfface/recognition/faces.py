@@ -1,6 +1,6 @@
 """Faces in photos and frames -> aligned crops -> embeddings, the way the model was trained.
 
-The facebank (:mod:`tfface.facebank`) and video recognition (:mod:`tfface.video`) share these:
+The facebank (:mod:`tfface.recognition.facebank`) and video recognition (:mod:`tfface.recognition.video`) share these:
 detection with :class:`tfface_align.MTCNN`, alignment per ``Embedder.alignment`` (the model's
 own record of how its training faces were made), and embedding with optional flip TTA.
 """
@@ -11,8 +11,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 import tfface_align
-from tfface import images
-from tfface.inference import Embedder
+from tfface.core import images
+from tfface.recognition.inference import Embedder
 from tfface_align.aligner import align_faces
 
 

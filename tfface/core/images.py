@@ -1,6 +1,6 @@
 """The image contract: how encoded photos become model inputs, everywhere.
 
-Training (``tf.data``), evaluation, :meth:`tfface.inference.Embedder.embed_files`, the
+Training (``tf.data``), evaluation, :meth:`tfface.recognition.inference.Embedder.embed_files`, the
 classifier, the facebank and every serving signature of an exported SavedModel read images
 through the two TF functions here, so a face gives bit-identical model inputs on every path:
 
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfface.errors import UserError
+from tfface.core.errors import UserError
 
 # Formats tf.io.decode_image reads itself; anything else goes through canonical_bytes first.
 TF_FORMATS = ("jpeg", "png", "gif", "bmp")

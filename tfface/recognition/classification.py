@@ -6,10 +6,10 @@
     names, probabilities = clf.predict(embeddings, unknown_threshold=0.5)
 
 A classifier file is a skops archive of a dict holding the ``SVC``, the class names, the
-fingerprint of the embedding model (:attr:`tfface.inference.Embedder.fingerprint`: backbone,
+fingerprint of the embedding model (:attr:`tfface.recognition.inference.Embedder.fingerprint`: backbone,
 embedding size, preprocessing, alignment and a hash of the weights) and a format tag. Loading
 accepts only the types such a file contains, so a pickle, another program's skops file or a
-tampered one is refused with a one-line :class:`~tfface.errors.UserError`.
+tampered one is refused with a one-line :class:`~tfface.core.errors.UserError`.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 from sklearn.svm import SVC
 
-from tfface import images
+from tfface.core import images
 from tfface.data import folders
-from tfface.errors import UserError
-from tfface.inference import Embedder
+from tfface.core.errors import UserError
+from tfface.recognition.inference import Embedder
 
 FORMAT = "tfface-classifier"
 VERSION = 1

@@ -1,9 +1,13 @@
-"""Export a trained embedder for TF Serving (and TFLite).
+"""Export an embedder for TF Serving (and TFLite): a trained one, imported weights or a pretrained model.
 
     python -m tfface.export --model runs/quickstart --export_dir models --model_name faces
-    python -m tfface.export --model runs/quickstart --export_dir models --model_name photos --with_alignment
+    python -m tfface.export --import model.pth --arch ir_se_50 --export_dir models --model_name ir_se_50
+    python -m tfface.export --pretrained dlib_resnet_v1 --export_dir models --model_name dlib --with_alignment
 
-``--model`` is a training run directory, its checkpoint directory, or a ``.keras`` file. Writes
+``--model`` is a training run directory, its checkpoint directory, or a ``.keras`` file;
+``--import`` a weights file of another framework (:mod:`tfface.importers`), whose source file,
+SHA-256 and licence note go into the export's metadata; ``--pretrained`` names a model that an
+installed package ships. Writes
 ``<export_dir>/<model_name>/<version>/`` atomically (a new version; existing ones are never
 touched): a SavedModel of the embedder's signatures (see :mod:`tfface.export.saved_model`), or
 with ``--with_alignment`` one that takes whole photos (:mod:`tfface.export.end_to_end`).
@@ -18,6 +22,11 @@ from tfface.core.errors import UserError
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "Run directory, checkpoint directory or .keras file of the embedder.")
+flags.DEFINE_string("import", None, "A weights file of another framework to import (see --format, --arch).")
+flags.DEFINE_string("format", None, "With --import: the file's format (default: told from its name).")
+flags.DEFINE_string("arch", None, "With --import: the backbone the weights are for, when the file does not say.")
+flags.DEFINE_string("pretrained", None, "A pretrained model by name (e.g. dlib_resnet_v1), from the package that ships it.")
+flags.DEFINE_string("weights", None, "With --pretrained: read its weights from this file instead of the package.")
 flags.DEFINE_string("export_dir", None, "Base directory: the model goes to <export_dir>/<model_name>/<version>/.")
 flags.DEFINE_string("model_name", "", "Model name (default: the backbone name, '_photos' appended with --with_alignment).")
 flags.DEFINE_integer("version", 0, "Version number (default 0: one more than the newest version).")
@@ -41,7 +50,8 @@ def main(argv) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.export_dir:
         raise UserError("--export_dir: required (models are written to <export_dir>/<model_name>/<version>/)")
-    embedder, alignment = sources.load_for_export(FLAGS.model)
+    embedder, alignment, source = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
+                                                      fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights)
     if FLAGS.align:
         if not FLAGS.align_image_size:
             raise UserError("--align_image_size: required with --align (e.g. 112,112)")
@@ -57,11 +67,12 @@ def main(argv) -> None:
             raise UserError("--threshold: only for the face embedder export (not with --with_alignment)")
         detector = tfface_align.MTCNN(min_face_size=FLAGS.min_face_size)
         path = end_to_end.export_end_to_end(embedder, FLAGS.export_dir, FLAGS.model_name or f"{backbone}_photos",
-                                            alignment, version, FLAGS.max_faces, detector)
+                                            alignment, version, FLAGS.max_faces, detector, source=source)
     else:
         path = saved_model.export_saved_model(
             embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, FLAGS.threshold or None,
             extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
+            source=source,
         )
     print(f"Exported model: {path}")
     if FLAGS.check:

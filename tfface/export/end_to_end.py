@@ -101,11 +101,12 @@ class PhotoSignatures(tf.Module):
         return {"serving_default": {"image_bytes": np.array([data] * batch_size, dtype=object)}}
 
 
-def photo_metadata(embedder: keras.Model, alignment: dict | None, detector: MTCNN, max_faces: int) -> dict:
+def photo_metadata(embedder: keras.Model, alignment: dict | None, detector: MTCNN, max_faces: int,
+                   source: dict | None = None) -> dict:
     """:func:`embedder_metadata` plus ``kind`` = ``"photos"`` and the detector's settings."""
     if alignment is None:
         raise UserError(MISSING_ALIGNMENT)
-    meta = embedder_metadata(embedder, alignment)
+    meta = embedder_metadata(embedder, alignment, source)
     meta.update(kind=KIND, max_faces=int(max_faces), detector={
         "min_face_size": detector.min_face_size, "thresholds": list(detector.thresholds), "factor": detector.factor,
         "nms_thresholds": list(detector.nms_thresholds), "nms": detector.nms,
@@ -122,6 +123,7 @@ def export_end_to_end(
     max_faces: int = 10,
     detector: MTCNN | None = None,
     warmup_batch_sizes: tuple[int, ...] = warmup.BATCH_SIZES,
+    source: dict | None = None,
 ) -> str:
     """Writes the photo -> faces -> embeddings SavedModel to ``export_base/model_name/<version>``.
 
@@ -130,13 +132,14 @@ def export_end_to_end(
             "image_size", "margin"}``).
         max_faces: rows per photo in the outputs; more faces than this keep the most probable.
         detector: the MTCNN whose settings (min face size, thresholds, ...) the graph uses.
+        source: provenance of imported weights (see :func:`embedder_metadata`).
     """
     if max_faces < 1:
         raise UserError(f"--max_faces: expected >= 1, got {max_faces}")
     if alignment is None:
         raise UserError(MISSING_ALIGNMENT)
     detector = detector or MTCNN()
-    meta = photo_metadata(embedder, alignment, detector, max_faces)
+    meta = photo_metadata(embedder, alignment, detector, max_faces, source)
     module = PhotoSignatures(embedder, meta, detector, max_faces)
     requests = [(name, inputs) for size in warmup_batch_sizes for name, inputs in module.warmup_inputs(size).items()]
     return write_version(export_base, model_name, lambda d: save_serving_module(module, d, meta, requests), version)

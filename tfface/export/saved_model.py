@@ -59,12 +59,14 @@ def model_fingerprint(embedder: keras.Model, meta: dict) -> str:
     return digest.hexdigest()[:32]
 
 
-def embedder_metadata(embedder: keras.Model, alignment: dict | None = None) -> dict:
+def embedder_metadata(embedder: keras.Model, alignment: dict | None = None, source: dict | None = None) -> dict:
     """What an exported model records about itself (``assets.extra/tfface.json``).
 
     Image size, standardization, backbone, embedding size, the alignment its training faces were
-    made with (``{"align": "arcface"|"sphereface"|"facenet_crop", "image_size": [h, w],
-    "margin": m}``, or None when unknown) and the fingerprint of all of it plus the weights.
+    made with (``{"align": "arcface"|"sphereface"|"facenet_crop"|..., "image_size": [h, w],
+    "margin": m}``, or None when unknown), for imported weights their ``source`` (file, SHA-256,
+    format, licence: :class:`tfface.importers.Imported`), and the fingerprint of all of it plus
+    the weights.
     """
     _, height, width, _ = embedder.input_shape
     standardize = embedder.get_layer("standardize")
@@ -75,6 +77,8 @@ def embedder_metadata(embedder: keras.Model, alignment: dict | None = None) -> d
         "embedding_size": int(embedder.output_shape[-1]),
         "alignment": alignment,
     }
+    if source is not None:
+        meta["source"] = source
     meta["fingerprint"] = model_fingerprint(embedder, meta)
     return meta
 
@@ -237,17 +241,19 @@ def export_saved_model(
     threshold: str | None = None,
     warmup_batch_sizes: tuple[int, ...] = warmup.BATCH_SIZES,
     extra: Callable[[str], None] | None = None,
+    source: dict | None = None,
 ) -> str:
     """Writes ``export_base/model_name/<version>`` (next free integer when None); returns it.
 
     Args:
         alignment: how the training faces were aligned (see :func:`embedder_metadata`).
+        source: provenance of imported weights (see :func:`embedder_metadata`).
         threshold: a calibrated ``threshold.json`` (or its directory) of this model: copied into
             the version and its value gives ``verify`` its ``same`` output.
         warmup_batch_sizes: one warm-up request per signature and batch size.
         extra: called with the temporary version directory to add files before it is published.
     """
-    meta = embedder_metadata(embedder, alignment)
+    meta = embedder_metadata(embedder, alignment, source)
     calibrated = read_threshold(threshold, meta["fingerprint"]) if threshold else None
     module = EmbedderSignatures(embedder, meta, calibrated)
     requests = [(name, inputs) for size in warmup_batch_sizes for name, inputs in module.warmup_inputs(size).items()]

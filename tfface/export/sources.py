@@ -1,4 +1,5 @@
-"""What can be exported: a training run directory, a checkpoint directory, or a ``.keras`` file.
+"""What can be exported: a training run directory, a checkpoint directory, a ``.keras`` file, a
+weights file of another framework (:mod:`tfface.importers`), or a pretrained model by name.
 
 A run directory (``train_softmax``'s ``models_base_dir/<subdir>``) holds ``flags.txt`` (how the
 embedder was built) and ``checkpoints/``; a checkpoint directory is that ``checkpoints/`` (or any
@@ -11,9 +12,10 @@ import os
 import keras
 import tensorflow as tf
 
-from tfface import models
-from tfface.data import tfrecord
+from tfface import importers, models
 from tfface.core.errors import UserError
+from tfface.data import tfrecord
+from tfface.importers import Imported
 
 ALIGNMENTS = ("arcface", "sphereface", "facenet_crop")
 
@@ -88,6 +90,23 @@ def _embedder_from_run(path: str) -> tuple[keras.Model, dict | None]:
             alignment = alignment_from_dataset_info(tfrecord.read_dataset_info(data_dir))
             break
     return embedder, alignment
+
+
+def load_source(model: str = "", import_path: str = "", pretrained: str = "", *, fmt: str | None = None,
+                arch: str | None = None, weights: str | None = None, **options) -> Imported:
+    """The one model to export, from exactly one of ``model`` (see :func:`load_for_export`),
+    ``import_path`` (a weights file, :func:`tfface.importers.import_file` with ``fmt``, ``arch`` and
+    ``options``) or ``pretrained`` (a name of :func:`tfface.importers.list_pretrained`, read from
+    ``weights`` when given, else from the package that ships it)."""
+    given = [flag for flag, value in (("--model", model), ("--import", import_path), ("--pretrained", pretrained)) if value]
+    if len(given) != 1:
+        raise UserError("exactly one of --model (a run directory, checkpoint directory or .keras file), --import "
+                        f"(a weights file) or --pretrained (a model name) is required; got {given or 'none'}")
+    if import_path:
+        return importers.import_file(import_path, fmt, arch, **options)
+    if pretrained:
+        return importers.load_pretrained(pretrained, weights or None)
+    return Imported(*load_for_export(model), None)
 
 
 def load_for_export(path: str) -> tuple[keras.Model, dict | None]:

@@ -4,7 +4,8 @@
 rule (InsightFace's IJB evaluation) reads the TPR at the ROC point whose FPR is *nearest* the
 target, on scikit-learn's ``roc_curve`` with its default ``drop_intermediate`` (collinear points
 removed), the first such point on a tie; its FPR may lie above the target. The strict rule reads
-the best TPR at an FPR at or below the target on the full ROC, and gives the threshold doing it.
+the best TPR at an FPR at or below the target on the full ROC (the highest threshold giving it),
+and that threshold.
 
 **1:N** (probes searched against a gallery, similarity = dot product of template features):
 CMC rank-k is the share of mated probes (their subject is in the gallery) whose mated gallery
@@ -108,7 +109,8 @@ def tar_at_far(scores: np.ndarray, labels: np.ndarray, fars: Sequence[float] = F
     keep = _corners(hits, false)
     reduced = _curve(hits[keep], false[keep], thresholds[keep])
     nearest = [nearest_far_index(reduced.fpr, far) for far in fars]
-    strict = [int(np.searchsorted(full.fpr, far, side="right")) - 1 for far in fars]  # fpr is non-decreasing
+    last = [int(np.searchsorted(full.fpr, far, side="right")) - 1 for far in fars]  # fpr is non-decreasing
+    strict = [int(np.searchsorted(full.tpr, full.tpr[k], side="left")) for k in last]  # same TAR, lowest FAR
     return TarAtFar(tuple(fars), reduced.tpr[nearest], reduced.fpr[nearest], full.tpr[strict], full.fpr[strict],
                     full.thresholds[strict]), full
 

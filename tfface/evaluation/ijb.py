@@ -182,9 +182,9 @@ def far_threshold(results: IJBResults, far: float, fingerprint: str | None, vari
     if far not in tar.fars:
         raise UserError(f"--far: {far} is not one of the evaluated FARs {list(tar.fars)}")
     k = tar.fars.index(far)
-    if not np.isfinite(tar.strict_threshold[k]):
-        raise UserError(f"--far: {far} is below 1 / (number of {results.dataset} impostor pairs); "
-                        "no threshold reaches it")
+    if not np.isfinite(tar.strict_threshold[k]) or tar.strict_tar[k] == 0:
+        raise UserError(f"--far: no threshold accepts a genuine {results.dataset} pair at FAR <= {far:g} "
+                        "(too few impostor pairs, or impostors score highest); choose a larger --far")
     calibrated_on = f"{results.dataset} 1:1 template pairs, variant {variant.name}, FAR <= {far:g}"
     num_pairs = results.counts["pairs"] - results.counts["pairs_dropped"]
     return Threshold(0, float(2.0 - 2.0 * tar.strict_threshold[k]), float(tar.strict_far[k]),

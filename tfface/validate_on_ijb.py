@@ -80,7 +80,7 @@ def main(argv) -> None:
     if FLAGS.save_threshold:
         threshold = far_threshold(results, FLAGS.far, embedder.fingerprint)
         path = save_threshold(threshold, embedder.path)
-        print(f"Threshold {threshold.value:.5f} (FAR {threshold.far:.2e}, TAR {threshold.tar:.5f}) saved to {path}")
+        print(f"Threshold {threshold.value:.6g} (FAR {threshold.far:.2e}, TAR {threshold.tar:.5f}) saved to {path}")
 
 
 def run() -> None:

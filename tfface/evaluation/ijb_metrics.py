@@ -24,24 +24,37 @@ RANKS = (1, 5, 10)
 FPIRS = (0.01, 0.1)
 
 
+def _dense(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values among ``values`` < ``size``, sorted; each value's index among them),
+    without sorting: a presence mask and its running count."""
+    present = np.zeros(size, bool)
+    present[values] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[values]
+
+
 def pair_scores(features: np.ndarray, first: np.ndarray, second: np.ndarray, block: int = 1024) -> np.ndarray:
     """Dot products ``features[first[i]] . features[second[i]]`` of P pairs of rows, float64.
 
-    Pairs are grouped by their first row; per block of ``block`` first rows one matrix product
-    against the second rows they meet, so the cost is a few GEMMs, never P gathered vectors.
+    Pairs are bucketed by their first row (``block`` rows per bucket, an O(P) radix sort); per
+    bucket one matrix product of its first rows against the second rows they meet, so the cost
+    is a few GEMMs, never P gathered vectors.
     """
     features = np.asarray(features, np.float64)
     first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    size = len(features)
+    buckets = -(-size // block)
+    key = first // block
+    order = np.argsort(key.astype(np.uint16) if buckets <= 1 << 16 else key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(buckets + 1))
+    del key
     scores = np.empty(len(first), np.float64)
-    order = np.argsort(first, kind="stable")
-    sorted_first = first[order]
-    starts = np.searchsorted(sorted_first, np.unique(sorted_first)[::block])
-    for start, stop in zip(starts, np.r_[starts[1:], len(order)]):
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if start == stop:
+            continue
         rows = order[start:stop]
-        left, left_index = np.unique(first[rows], return_inverse=True)
-        right, right_index = np.unique(second[rows], return_inverse=True)
-        products = features[left] @ features[right].T
-        scores[rows] = products[left_index, right_index]
+        left, left_index = _dense(first[rows], size)
+        right, right_index = _dense(second[rows], size)
+        scores[rows] = (features[left] @ features[right].T)[left_index, right_index]
     return scores
 
 
@@ -57,7 +70,7 @@ class ROC(NamedTuple):
 def _counts(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Accepted genuine and impostor counts at each distinct score, highest score first."""
     scores = np.asarray(scores, np.float64)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores)  # the order within a run of equal scores does not matter: runs are summed
     ranked = scores[order]
     ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]  # last index of each score
     hits = np.cumsum(np.asarray(labels, bool)[order], dtype=np.int64)[ends]

@@ -75,7 +75,8 @@ def make_mini_release(root: str, dataset: str = "IJBC", subjects: int = 200, per
 def _csv(templates, photo_template, template_ids, template_subjects) -> list[str]:
     rows = ["TEMPLATE_ID,SUBJECT_ID,FILENAME"]
     for t in templates:
-        rows += [f"{template_ids[t]},{template_subjects[t] + 1},img/{k + 1}.jpg" for k in np.flatnonzero(photo_template == t)]
+        rows += [f"{template_ids[t]},{template_subjects[t] + 1},img/{k + 1}.jpg"
+                 for k in np.flatnonzero(photo_template == t)]
     return rows
 
 

@@ -44,8 +44,10 @@ def test_the_two_rules_differ_where_the_nearest_point_lies_above_the_target():
     labels = np.r_[np.zeros(10, bool), np.ones(10, bool)]
     ours, _ = tar_at_far(scores, labels, (0.12, 0.19))
     # nearest: the first point at FAR 0.1 is (0.1, 0); at 0.19 the point (0.2, 0.6) above the target
-    assert ours.nearest_far.tolist() == pytest.approx([0.1, 0.2]) and ours.nearest_tar.tolist() == pytest.approx([0.0, 0.6])
-    assert ours.strict_far.tolist() == pytest.approx([0.1, 0.1]) and ours.strict_tar.tolist() == pytest.approx([0.5, 0.5])
+    assert ours.nearest_far.tolist() == pytest.approx([0.1, 0.2])
+    assert ours.nearest_tar.tolist() == pytest.approx([0.0, 0.6])
+    assert ours.strict_far.tolist() == pytest.approx([0.1, 0.1])
+    assert ours.strict_tar.tolist() == pytest.approx([0.5, 0.5])
     assert ours.strict_threshold.tolist() == pytest.approx([0.5, 0.5])
 
 

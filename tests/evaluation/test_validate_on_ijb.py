@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface.evaluation.ijb import PLAIN, ReleaseEmbeddings, aligned_face, alignment_of, evaluate_release
+from tfface.core.errors import UserError
+from tfface.evaluation.ijb import PLAIN, ReleaseEmbeddings, aligned_face, alignment_of, embed_release, \
+    evaluate_release
 from tfface.evaluation.ijb_release import read_release
 from tfface.recognition.facebank import model_threshold
 from tfface.recognition.inference import load_embedder
@@ -89,7 +91,6 @@ def test_a_model_without_alignment_is_refused(ijb_mini, exported_model, tmp_path
     data = json.loads(meta.read_text())
     data.pop("alignment")
     meta.write_text(json.dumps(data))
-    out = subprocess.run(_command(ijb_mini[0], str(model), str(tmp_path / "cache")), env=ENV, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 2 and "records no alignment" in out.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("chunk-*"))
+    with pytest.raises(UserError, match=r"records no alignment") as error:
+        embed_release(load_embedder(str(model)), read_release(ijb_mini[0], "IJBC"), str(tmp_path / "cache"))
+    assert "\n" not in str(error.value) and not (tmp_path / "cache").exists()

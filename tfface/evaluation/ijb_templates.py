@@ -33,7 +33,8 @@ class Variant(NamedTuple):
 
 def variants(flip: bool = True) -> list[Variant]:
     """All eight variants (the four without F when no mirror features were computed)."""
-    return [Variant(n, d, f) for f in ((False, True) if flip else (False,)) for n in (False, True) for d in (False, True)]
+    flips = (False, True) if flip else (False,)
+    return [Variant(n, d, f) for f in flips for n in (False, True) for d in (False, True)]
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ def make_mini_release(root: str, dataset: str = "IJBC", subjects: int = 200, per
         five_points.append(" ".join([image, *(f"{v:.3f}" for v in marks.ravel()), f"{rng.uniform(0.5, 1):.6f}"]))
     _write(root, f"{name}_face_tid_mid.txt", tid_mid)
     _write(root, f"{name}_name_5pts_score.txt", five_points)
-    genuine = [(a, b) for s in range(subjects) for i, a in enumerate(range(s * per_subject, (s + 1) * per_subject))
+    genuine = [(a, b) for s in range(subjects) for a in range(s * per_subject, (s + 1) * per_subject)
                for b in range(a + 1, (s + 1) * per_subject)]
     pairs = {(a, b, 1) for a, b in genuine}
     while len(pairs) < len(genuine) + impostors:

@@ -170,15 +170,15 @@ def caffemodel(name: str, layers: list[dict], blobs: dict[str, list[np.ndarray]]
                input_size: tuple[int, int] | None = None) -> bytes:
     """A NetParameter: name, optional input/input_dim (deploy style), a Data layer and Split
     layers as Caffe saves them from a train net, the layers, then the training tail."""
-    out = string_field(1, name)
+    out = [string_field(1, name)]
     if input_size:
-        out += string_field(3, "data") + b"".join(varint_field(4, d) for d in (1, 3, *input_size))
+        out += [string_field(3, "data"), *(varint_field(4, d) for d in (1, 3, *input_size))]
     data = {"name": "data", "type": "Data", "bottom": [], "top": ["data", "label"]}
     split = {"name": "fc5_fc5_0_split", "type": "Split", "bottom": ["fc5"], "top": ["fc5_split_0"]}
     field = 100 if version == "V2" else 2
     for layer in [data, *layers, split, *TRAINING_TAIL]:
-        out += bytes_field(field, encode_layer(layer, blobs.get(layer["name"], []), version))
-    return out
+        out.append(bytes_field(field, encode_layer(layer, blobs.get(layer["name"], []), version)))
+    return b"".join(out)
 
 
 def mean_binaryproto(mean_bgr_chw: np.ndarray) -> bytes:

@@ -135,7 +135,7 @@ def test_refuses_files_that_do_not_fit(caffe_dir, tmp_path):
                   "layer 4 is ReLU 'relu1_2', sphereface20 expects PReLU 'relu1_2'"))
     slopes = {**blobs, "relu3_2": [blobs["relu3_2"][0][:128]]}
     cases.append(((_write_variant(tmp_path, "s", layers, slopes, "slopes.caffemodel"), None),
-                  "layer 'relu3_2' blob 0 has shape [128], expected [256]"))
+                  r"layer 'relu3_2' blob 0 has shape \[128\], expected \[256\]"))
     stride = [dict(x, conv=(128, 3, 1, 1)) if x["name"] == "conv2_1" else x for x in layers]
     cases.append(((_write_variant(tmp_path, "s", stride, blobs, "stride.caffemodel"), None),
                   r"layer 'conv2_1' has \(kernel, stride, pad\) \(3, 1, 1\), sphereface20 expects \(3, 2, 1\)"))

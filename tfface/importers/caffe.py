@@ -216,6 +216,7 @@ def import_caffe(path: str, arch: str | None = None, mean: str | None = None) ->
     if mean and not seqface:
         raise UserError(f"--mean: only SeqFace models subtract a mean image, not {arch}")
     size = _input_size(net, arch, path)
+    mean_rgb = read_mean(mean, size) if seqface else None
     if "fc5" not in net.by_name or not net.by_name["fc5"].blobs:
         raise UserError(f"--import: '{path}' has no layer 'fc5' with weights (the features of {arch}); it is another network")
     first_unit = "conv2_1" if arch == "seqface_resnet27" else "conv1_2"
@@ -234,7 +235,6 @@ def import_caffe(path: str, arch: str | None = None, mean: str | None = None) ->
     source = {"format": FORMAT, "file": os.path.basename(path), "sha256": file_sha256(path), "arch": arch,
               "caffe_layers": net.version, "licence": LICENCES["seqface" if seqface else "sphereface"]}
     if seqface:
-        mean_rgb = read_mean(mean, size)
         embedder = _seqface_embedder(backbone, arch, mean_rgb)
         source["mean"] = {"file": os.path.basename(mean), "sha256": file_sha256(mean)}
         source["input"] = (f"BGR; resized to {SEQFACE_RESIZE[0]}x{SEQFACE_RESIZE[1]}, centre crop {size[0]}x{size[1]}, "

@@ -3,7 +3,9 @@
 
 The message classes are built at run time from a descriptor holding the subset of
 ``caffe.proto`` an importer needs (field numbers as in BVLC Caffe; forks such as SphereFace's
-and SeqFace's keep them). Fields not declared here are skipped by the parser. Both layer
+and SeqFace's keep them). Fields not declared here are skipped by the parser. ``BlobProto``'s
+packed ``data`` / ``double_data`` are declared as bytes (the wire format of a packed run), so a
+blob's values are read with one ``numpy.frombuffer``. Both layer
 forms are read: ``layer`` (V2, type a string) and the deprecated ``layers`` (V1, type an enum,
 named here as V2 names it). Nothing is executed: a file is data only.
 """
@@ -30,9 +32,10 @@ _MESSAGES: dict[str, list[tuple]] = {
         ("channels", 2, _F.TYPE_INT32, _OPTIONAL, None, False),
         ("height", 3, _F.TYPE_INT32, _OPTIONAL, None, False),
         ("width", 4, _F.TYPE_INT32, _OPTIONAL, None, False),
-        ("data", 5, _F.TYPE_FLOAT, _REPEATED, None, True),
+        # packed repeated float / double: read as the raw bytes of each packed run (fast)
+        ("data", 5, _F.TYPE_BYTES, _REPEATED, None, False),
         ("shape", 7, _F.TYPE_MESSAGE, _OPTIONAL, "BlobShape", False),
-        ("double_data", 8, _F.TYPE_DOUBLE, _REPEATED, None, True),
+        ("double_data", 8, _F.TYPE_BYTES, _REPEATED, None, False),
     ],
     "ConvolutionParameter": [
         ("num_output", 1, _F.TYPE_UINT32, _OPTIONAL, None, False),
@@ -174,10 +177,15 @@ def blob_array(blob, what: str) -> np.ndarray:
         shape = tuple(int(d) for d in blob.shape.dim)
     else:
         shape = (blob.num, blob.channels, blob.height, blob.width)
-    values = np.asarray(blob.data if len(blob.data) else blob.double_data, np.float32)
+    if any(len(run) % 4 for run in blob.data) or any(len(run) % 8 for run in blob.double_data):
+        raise UserError(f"{what}: blob data is not a whole number of values")
+    if len(blob.data):
+        values = np.frombuffer(b"".join(blob.data), "<f4")
+    else:
+        values = np.frombuffer(b"".join(blob.double_data), "<f8")
     if values.size != int(np.prod(shape)) or min(shape, default=1) < 0:
         raise UserError(f"{what}: blob holds {values.size} values, its shape {list(shape)} needs {int(np.prod(shape))}")
-    return values.reshape(shape)
+    return values.astype(np.float32).reshape(shape)
 
 
 def _parse(cls_name: str, path: str, what: str):

@@ -201,7 +201,8 @@ def test_cli_export_serves_validates_on_photos_and_converts(caffe_dir, face_pixe
     proc = _run("tfface.export", f"--import={path}", "--arch=sphereface20", f"--export_dir={tmp_path / 'models'}",
                 "--model_name=sphereface", "--check")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("TF1 loader check:") == 4  # every signature answered under the TF1 loader
+    answered = set(re.findall(r"TF1 loader check: (\w+) ->", proc.stdout))  # every signature, under the TF1 loader
+    assert answered == {"serving_default", "embed_encoded", "embed_float", "verify"}
     version = tmp_path / "models" / "sphereface" / "1"
     meta = json.loads((version / "assets.extra" / "tfface.json").read_text())
     assert meta["alignment"] == {"align": "sphereface", "image_size": [112, 96], "margin": 0.0}
@@ -225,8 +226,10 @@ def test_cli_export_serves_validates_on_photos_and_converts(caffe_dir, face_pixe
 
     seqface = import_file(str(root / "seqface_resnet27_V2.caffemodel"), mean=str(root / "mean.binaryproto"))
     seq_version = saved_model.export_saved_model(seqface.embedder, str(tmp_path / "models"), "seqface",
-                                                 alignment=seqface.alignment, source=seqface.source)
-    assert len(list(tf1_check.check_in_fresh_process(seq_version))) == 4
+                                                 alignment=seqface.alignment, warmup_batch_sizes=(1,), source=seqface.source)
+    [(_, served)] = tf1_check.check_in_fresh_process(seq_version, [("serving_default", {"images": face_pixels[(144, 144)]})])
+    keras_out = seqface.embedder(face_pixels[(144, 144)].astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(served["embeddings"], keras_out / np.linalg.norm(keras_out, axis=1, keepdims=True), atol=1e-5)
     for model_dir, size in ((version, (112, 96)), (seq_version, (144, 144))):
         embedder = load_embedder(str(model_dir))
         served = embedder.embed(face_pixels[size])

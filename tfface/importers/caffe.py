@@ -34,7 +34,7 @@ SPHEREFACE_ARCHS = tuple(f"sphereface{depth}" for depth in SPHEREFACE_UNITS)
 SEQFACE_ARCHS = ("seqface_resnet27", "seqface_resnet64")
 LICENCES = {
     "sphereface": "MIT (wy1iu/sphereface)",
-    "seqface": "research only (huangyangyu/SeqFace model release)",
+    "seqface": "research only: non-commercial use (huangyangyu/SeqFace README; its MIT licence covers the code, not the model)",
 }
 SEQFACE_RESIZE = (144, 144)  # SeqFace's evaluation resizes every face to this before the centre crop
 SEQFACE_SCALE = 0.0078125

@@ -55,8 +55,9 @@ def _expected_layers(backbone: keras.Model) -> list[tuple[str, str, keras.Layer]
 
 
 def _conv_geometry(params) -> tuple[int, int, int]:
-    """(kernel, stride, pad) a ConvolutionParameter/PoolingParameter states (square only)."""
-    def one(repeated, h, w, default):
+    """(kernel, stride, pad) a ConvolutionParameter/PoolingParameter states: each an int when
+    equal in height and width, else (h, w); unset ones take Caffe's defaults."""
+    def one(repeated, h, w, default):  # ``repeated``: a repeated (convolution) or scalar (pooling) field
         values = list(repeated) if hasattr(repeated, "__len__") else ([repeated] if repeated else [])
         if params.HasField(h) or params.HasField(w):
             values = [getattr(params, h), getattr(params, w)]

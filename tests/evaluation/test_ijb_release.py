@@ -142,3 +142,23 @@ def test_chunk_cache_resumes_and_refuses_other_settings(tmp_path):
     assert not [name for name in os.listdir(tmp_path) if ".tmp-" in name]
     with pytest.raises(UserError, match=r"other settings \(model differ\)"):
         ChunkCache(str(tmp_path), {"model": "b"}, 10, 4)
+
+
+def test_aligned_face_warps_the_five_points_and_skips_unreadable_photos(tmp_path):
+    import cv2
+
+    from tfface.evaluation.ijb import aligned_face
+    from tfface_align.transform import ARCFACE_TEMPLATE
+
+    landmarks = ARCFACE_TEMPLATE * 1.5 + 10  # a face 1.5x the template's size, shifted
+    photo = np.zeros((200, 200, 3), np.uint8)
+    x, y = np.round(landmarks[0]).astype(int)
+    photo[y - 1:y + 2, x - 1:x + 2] = 255  # a white dot on the left eye
+    cv2.imwrite(str(tmp_path / "face.png"), photo)
+    face = aligned_face(str(tmp_path / "face.png"), landmarks, "arcface", (112, 112))
+    assert face.shape == (112, 112, 3) and face.dtype == np.uint8
+    row, col = np.unravel_index(np.argmax(face[..., 0]), face.shape[:2])
+    assert np.hypot(col - ARCFACE_TEMPLATE[0, 0], row - ARCFACE_TEMPLATE[0, 1]) < 1.5  # the dot lands on the template
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    assert aligned_face(str(tmp_path / "broken.jpg"), landmarks, "arcface", (112, 112)) is None
+    assert aligned_face(str(tmp_path / "absent.jpg"), landmarks, "arcface", (112, 112)) is None

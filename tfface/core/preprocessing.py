@@ -36,10 +36,20 @@ def minus_one_to_one(images: tf.Tensor) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - 127.5) / 127.5
 
 
+#: dlib's ``input_rgb_image_sized`` means (R, G, B) of its face recognition ResNet.
+DLIB_MEANS = (122.782, 117.001, 104.298)
+
+
+def dlib_standardization(images: tf.Tensor) -> tf.Tensor:
+    """``(x - per-channel mean) / 256`` (dlib's face recognition ResNet; RGB means :data:`DLIB_MEANS`)."""
+    return (tf.cast(images, tf.float32) - tf.constant(DLIB_MEANS, tf.float32)) / 256.0
+
+
 STANDARDIZATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "fixed_image_standardization": fixed_image_standardization,
     "prewhiten": prewhiten,
     "minus_one_to_one": minus_one_to_one,
+    "dlib": dlib_standardization,
 }
 
 

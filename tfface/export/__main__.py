@@ -35,7 +35,7 @@ flags.DEFINE_integer("max_faces", 10, "With --with_alignment: faces returned per
 flags.DEFINE_float("min_face_size", 20, "With --with_alignment: smallest face side MTCNN looks for, in pixels.")
 flags.DEFINE_boolean("tflite", False, "Also write float32 and dynamic-range int8 .tflite files into <version>/tflite/.")
 flags.DEFINE_string("threshold", "", "A calibrated threshold.json of this model: gives the verify signature its 'same' output.")
-flags.DEFINE_enum("align", "", ["", "arcface", "sphereface", "facenet_crop"],
+flags.DEFINE_enum("align", "", ["", "arcface", "sphereface", "facenet_crop", "dlib"],
                   "How the training faces were aligned, when the run's dataset does not record it (or to override).")
 flags.DEFINE_list("align_image_size", [], "With --align: aligned face height,width (or one side).")
 flags.DEFINE_float("align_margin", 0.0, "With --align=facenet_crop: the crop margin in pixels.")

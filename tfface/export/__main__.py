@@ -14,6 +14,8 @@ with ``--with_alignment`` one that takes whole photos (:mod:`tfface.export.end_t
 """
 from __future__ import annotations
 
+import tempfile
+
 from absl import flags
 
 from tfface.tools import cli
@@ -50,8 +52,9 @@ def main(argv) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.export_dir:
         raise UserError("--export_dir: required (models are written to <export_dir>/<model_name>/<version>/)")
-    embedder, alignment, source = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
-                                                      fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights)
+    imported = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
+                                   fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights)
+    embedder, alignment, source = imported
     if FLAGS.align:
         if not FLAGS.align_image_size:
             raise UserError("--align_image_size: required with --align (e.g. 112,112)")
@@ -69,11 +72,14 @@ def main(argv) -> None:
         path = end_to_end.export_end_to_end(embedder, FLAGS.export_dir, FLAGS.model_name or f"{backbone}_photos",
                                             alignment, version, FLAGS.max_faces, detector, source=source)
     else:
-        path = saved_model.export_saved_model(
-            embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, FLAGS.threshold or None,
-            extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
-            source=source,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            # a pretrained model's stated threshold, unless --threshold gives a calibrated one
+            threshold = FLAGS.threshold or (sources.write_source_threshold(imported, tmp) if not FLAGS.align else None)
+            path = saved_model.export_saved_model(
+                embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, threshold,
+                extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
+                source=source,
+            )
     print(f"Exported model: {path}")
     if FLAGS.check:
         for name, outputs in tf1_check.check_in_fresh_process(path):

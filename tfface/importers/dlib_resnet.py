@@ -31,6 +31,10 @@ PACKAGE = "face_recognition_models"
 IMAGE_SIZE = 150
 EMBEDDING_SIZE = 128
 ALIGNMENT = {"align": "dlib", "image_size": [IMAGE_SIZE, IMAGE_SIZE], "margin": 0.0}
+#: Typical L2 norm of the model's descriptors on real faces (dlib's own chips of the 34 photos of
+#: ../shared/testdata/faces: mean 1.52, range 1.44-1.64, measured 2026-12-07): converts dlib's
+#: same-person threshold on raw descriptors to one on the L2-normalised embeddings exports give.
+DESCRIPTOR_NORM = 1.52
 LICENCE = ("public domain (CC0 1.0): dlib_face_recognition_resnet_model_v1 by Davis King (dlib.net), "
            "as shipped by the PyPI package face_recognition_models")
 
@@ -274,8 +278,13 @@ def build_pretrained(path: str | None = None):
 def load(path: str | None = None) -> Imported:
     """The pretrained model for ``--pretrained dlib_resnet_v1 [--weights FILE]``."""
     embedder, path, weights = build_pretrained(path)
+    value = weights.distance_threshold / DESCRIPTOR_NORM
+    threshold = {"distance_metric": 0, "value": round(value ** 2, 4), "far": None, "tar": None, "num_pairs": 0,
+                 "calibrated_on": f"dlib's threshold {weights.distance_threshold:.2f} on raw descriptors (the file's "
+                                  f"loss_metric_2), divided by {DESCRIPTOR_NORM}, the typical descriptor norm, and "
+                                  f"squared: a squared Euclidean distance of L2-normalised embeddings"}
     source = {"format": "dlib", "file": os.path.abspath(path), "sha256": file_sha256(path), "arch": NAME,
-              "licence": LICENCE, "distance_threshold": weights.distance_threshold}
+              "licence": LICENCE, "threshold": threshold}
     return Imported(embedder, dict(ALIGNMENT), source)
 
 

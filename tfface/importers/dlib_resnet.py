@@ -35,6 +35,9 @@ ALIGNMENT = {"align": "dlib", "image_size": [IMAGE_SIZE, IMAGE_SIZE], "margin": 
 #: ../shared/testdata/faces: mean 1.52, range 1.44-1.64, measured 2026-12-07): converts dlib's
 #: same-person threshold on raw descriptors to one on the L2-normalised embeddings exports give.
 DESCRIPTOR_NORM = 1.52
+#: What that threshold gives on testdata/faces/pairs.csv (deepface's 300 pairs: 38 same, 262
+#: different) through tfface's MTCNN and dlib chips (2026-12-07; tests/importers check it again).
+THRESHOLD_CHECK = {"far": 0.0, "tar": 1.0, "num_pairs": 300}
 LICENCE = ("public domain (CC0 1.0): dlib_face_recognition_resnet_model_v1 by Davis King (dlib.net), "
            "as shipped by the PyPI package face_recognition_models")
 
@@ -279,10 +282,10 @@ def load(path: str | None = None) -> Imported:
     """The pretrained model for ``--pretrained dlib_resnet_v1 [--weights FILE]``."""
     embedder, path, weights = build_pretrained(path)
     value = weights.distance_threshold / DESCRIPTOR_NORM
-    threshold = {"distance_metric": 0, "value": round(value ** 2, 4), "far": None, "tar": None, "num_pairs": 0,
+    threshold = {"distance_metric": 0, "value": round(value ** 2, 4), **THRESHOLD_CHECK,
                  "calibrated_on": f"dlib's threshold {weights.distance_threshold:.2f} on raw descriptors (the file's "
-                                  f"loss_metric_2), divided by {DESCRIPTOR_NORM}, the typical descriptor norm, and "
-                                  f"squared: a squared Euclidean distance of L2-normalised embeddings"}
+                                  f"loss_metric_2) / {DESCRIPTOR_NORM} (typical descriptor norm), squared: the squared "
+                                  f"distance of L2-normalised embeddings; FAR/TAR on deepface's pairs.csv"}
     source = {"format": "dlib", "file": os.path.abspath(path), "sha256": file_sha256(path), "arch": NAME,
               "licence": LICENCE, "threshold": threshold}
     return Imported(embedder, dict(ALIGNMENT), source)

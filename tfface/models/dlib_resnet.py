@@ -112,11 +112,10 @@ class DlibResNet(keras.Model):
         x = layers.GlobalAveragePooling2D(name="pool")(x)
         outputs = layers.Dense(embedding_size, use_bias=False, dtype="float32", name="embedding")(x)
         super().__init__(inputs, outputs, name=kwargs.pop("name", "dlib_resnet_v1"), **kwargs)
-        self.input_shape_config = input_shape
-        self.embedding_size = embedding_size
+        self.arguments = {"input_shape": input_shape, "embedding_size": embedding_size}
 
     def get_config(self):
-        return {"input_shape": self.input_shape_config, "embedding_size": self.embedding_size, "name": self.name}
+        return {**self.arguments, "name": self.name}
 
     @classmethod
     def from_config(cls, config):

@@ -25,15 +25,16 @@ def dlib_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def dlib_chips(dlib_model_path, faces_dir) -> tuple[np.ndarray, np.ndarray]:
-    """(chips uint8 (N, 150, 150, 3), dlib's descriptors float64 (N, 128)), N = faces found."""
+def dlib_chips(dlib_model_path, faces_dir) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(chips uint8 (N, 150, 150, 3), dlib's descriptors float64 (N, 128), the N RGB photos they
+    were cut from, downsized to ``MAX_SIDE``), N = faces found."""
     dlib = pytest.importorskip("dlib")
     import cv2
 
     models = os.path.dirname(dlib_model_path)
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(os.path.join(models, "shape_predictor_5_face_landmarks.dat"))
-    chips = []
+    chips, photos = [], []
     for path in sorted(glob.glob(os.path.join(faces_dir, "img*.jpg")))[:NUM_PHOTOS]:
         image = dlib.load_rgb_image(path)
         scale = MAX_SIDE / max(image.shape[:2])
@@ -42,7 +43,8 @@ def dlib_chips(dlib_model_path, faces_dir) -> tuple[np.ndarray, np.ndarray]:
         found = detector(image, 1)
         if found:
             chips.append(dlib.get_face_chip(image, predictor(image, found[0]), size=150, padding=0.25))
+            photos.append(image)
     assert len(chips) >= NUM_PHOTOS - 2, "dlib found too few faces in the test photos"
     chips = np.stack(chips)
     reference = np.array(dlib.face_recognition_model_v1(dlib_model_path).compute_face_descriptor(list(chips)))
-    return chips, reference
+    return chips, reference, photos

@@ -21,7 +21,7 @@ def _config(data_dir, run_dir, **kwargs) -> TrainConfig:
 
 @pytest.mark.slow
 def test_fine_tuning_starts_from_dlibs_weights(dlib_chips, tmp_path):
-    chips, reference = dlib_chips
+    chips, reference, _ = dlib_chips
     data_dir = str(tmp_path / "train")
     write_train_split(data_dir, range(3), 4, seed=1, num_shards=1)
     trainer = Trainer(_config(data_dir, tmp_path / "run", pretrained_model="dlib_resnet_v1"))

@@ -38,7 +38,7 @@ def test_file_parameter_count_and_threshold(dlib_model_path, pretrained):
 
 @pytest.mark.slow
 def test_parity_with_dlib_keras_saved_model_tf1_tflite(pretrained, dlib_chips, tmp_path):
-    chips, reference = dlib_chips
+    chips, reference, _ = dlib_chips
     raw = pretrained.embedder.predict(chips.astype(np.float32), verbose=0)
     assert np.abs(raw - reference).max() <= 1e-4
 
@@ -51,6 +51,22 @@ def test_parity_with_dlib_keras_saved_model_tf1_tflite(pretrained, dlib_chips, t
 
     lite = tflite.run_tflite(tflite.convert(pretrained.embedder), chips)
     assert np.min(np.sum(_unit(lite) * _unit(reference), axis=1)) >= 0.9999
+
+
+def test_dlib_alignment_from_mtcnn_points_cuts_dlibs_chips(pretrained, dlib_chips):
+    """The ``dlib`` alignment kind (MTCNN's five points onto the template) against dlib's own chips of
+    the same photos (its 5-point predictor, image pyramid): the descriptors stay well inside dlib's
+    same-person distance 0.6 of each other."""
+    import tfface_align
+    from tfface_align.aligner import align_faces
+
+    _, reference, photos = dlib_chips
+    found = tfface_align.MTCNN().detect(photos)
+    chips = np.stack([align_faces(photo, faces.boxes, faces.landmarks, "dlib")[0].image
+                      for photo, faces in zip(photos, found)])
+    assert chips.shape[1:] == (150, 150, 3)
+    distances = np.linalg.norm(pretrained.embedder.predict(chips.astype(np.float32), verbose=0) - reference, axis=1)
+    assert distances.mean() < 0.2 and distances.max() < 0.3, distances
 
 
 def test_refuses_the_other_files_of_the_package(dlib_model_path):

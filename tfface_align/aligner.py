@@ -24,7 +24,7 @@ from tfface.core.errors import check_choice, check_positive
 from tfface_align.image_io import Photo
 from tfface_align.transform import align, alignment_matrix, crop, crop_box
 
-ALIGNMENTS = ("facenet_crop", "arcface", "sphereface", "dlib")
+ALIGNMENTS = ("facenet_crop", "arcface", "sphereface", "seqface", "dlib")
 
 
 class AlignedFace(NamedTuple):
@@ -60,10 +60,10 @@ class PhotoResult(NamedTuple):
 
 def output_size(alignment: str, image_size: int | None) -> tuple[int, int]:
     """(height, width) of the aligned images: 182 square for facenet_crop, 112 square for arcface,
-    112x96 (width = 96/112 of ``image_size``) for sphereface, 150 square for dlib."""
+    112x96 (width = 96/112 of ``image_size``) for sphereface, 144 square for seqface, 150 square for dlib."""
     check_choice(alignment, ALIGNMENTS, "align")
-    if alignment == "facenet_crop":
-        side = image_size or 182
+    if alignment in ("facenet_crop", "seqface"):
+        side = image_size or (182 if alignment == "facenet_crop" else 144)
         return side, side
     if alignment == "dlib":
         side = image_size or 150

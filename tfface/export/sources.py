@@ -17,7 +17,7 @@ from tfface.core.errors import UserError
 from tfface.data import tfrecord
 from tfface.importers import Imported
 
-ALIGNMENTS = ("arcface", "sphereface", "facenet_crop", "dlib")
+ALIGNMENTS = ("arcface", "sphereface", "facenet_crop", "seqface", "dlib")
 
 
 def read_flags_file(path: str) -> dict[str, str]:

@@ -14,6 +14,8 @@ def _reference(name, x):
         return (x - 127.5) / 127.5
     if name == "scale_1_128":
         return x / 128.0
+    if name == "dlib":  # dlib's input_rgb_image_sized: (pixel - mean of its channel) / 256, R, G, B
+        return (x - np.array([122.782, 117.001, 104.298])) / 256.0
     mean, std = x.mean(), x.std()
     return (x - mean) / max(std, 1.0 / np.sqrt(x.size))
 

@@ -22,7 +22,14 @@ ARCFACE_TEMPLATE = np.array(
 )
 # SphereFace's 112x96 crops: the same points, 8 px to the left.
 SPHEREFACE_TEMPLATE = ARCFACE_TEMPLATE - np.array([8.0, 0.0], np.float32)
-TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, (112, 112)), "sphereface": (SPHEREFACE_TEMPLATE, (112, 96))}
+# dlib's 150x150 chips (get_face_chip_details(shape5, 150, padding=0.25)): where MTCNN's five points
+# land in them, the mean over 36 real photos (../shared/reference/dlib_resnet_format.md).
+DLIB_TEMPLATE = np.array(
+    [[46.73, 44.66], [99.87, 44.89], [73.44, 77.14], [48.87, 98.55], [98.44, 98.57]],
+    np.float32,
+)
+TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, (112, 112)), "sphereface": (SPHEREFACE_TEMPLATE, (112, 96)),
+             "dlib": (DLIB_TEMPLATE, (150, 150))}
 # SeqFace's crops (huangyangyu/SeqFace code/util.py align_box): eyes levelled by a rotation about
 # their centre, a square of side 3 (d + 1), d the eye-centre to mouth-centre height after the
 # rotation, with the eye centre at (side / 2, side / 3); its evaluation resizes them to 144x144.
@@ -40,7 +47,7 @@ def template_points(template: str | np.ndarray, image_size: int | Sequence[int] 
                     ) -> tuple[np.ndarray, tuple[int, int]]:
     """(5, 2) template points for an output of ``image_size`` (height, width) and that size.
 
-    A named template (``"arcface"``, ``"sphereface"``) is scaled from its native size to
+    A named template (``"arcface"``, ``"sphereface"``, ``"dlib"``) is scaled from its native size to
     ``image_size``; an array is taken as points in the output image.
     """
     if isinstance(template, str):
@@ -147,8 +154,8 @@ def align(image: np.ndarray, landmarks: np.ndarray, template: str | np.ndarray =
     Args:
         image: (H, W, C) array.
         landmarks: (5, 2) x, y in ``image`` pixels.
-        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96), ``"seqface"`` (144x144) or
-            (5, 2) points.
+        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96), ``"dlib"`` (150x150), ``"seqface"``
+            (144x144) or (5, 2) points.
         image_size: output (height, width) or side; default the template's own size.
     """
     matrix, (height, width) = alignment_matrix(landmarks, template, image_size)

@@ -42,11 +42,21 @@ def scale_1_128(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) * 0.0078125
 
 
+#: dlib's ``input_rgb_image_sized`` means (R, G, B) of its face recognition ResNet.
+DLIB_MEANS = (122.782, 117.001, 104.298)
+
+
+def dlib_standardization(images: tf.Tensor) -> tf.Tensor:
+    """``(x - per-channel mean) / 256`` (dlib's face recognition ResNet; RGB means :data:`DLIB_MEANS`)."""
+    return (tf.cast(images, tf.float32) - tf.constant(DLIB_MEANS, tf.float32)) / 256.0
+
+
 STANDARDIZATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "fixed_image_standardization": fixed_image_standardization,
     "prewhiten": prewhiten,
     "minus_one_to_one": minus_one_to_one,
     "scale_1_128": scale_1_128,
+    "dlib": dlib_standardization,
 }
 
 

@@ -15,6 +15,8 @@ with ``--with_alignment`` one that takes whole photos (:mod:`tfface.export.end_t
 """
 from __future__ import annotations
 
+import tempfile
+
 from absl import flags
 
 from tfface.tools import cli
@@ -37,7 +39,7 @@ flags.DEFINE_integer("max_faces", 10, "With --with_alignment: faces returned per
 flags.DEFINE_float("min_face_size", 20, "With --with_alignment: smallest face side MTCNN looks for, in pixels.")
 flags.DEFINE_boolean("tflite", False, "Also write float32 and dynamic-range int8 .tflite files into <version>/tflite/.")
 flags.DEFINE_string("threshold", "", "A calibrated threshold.json of this model: gives the verify signature its 'same' output.")
-flags.DEFINE_enum("align", "", ["", "arcface", "sphereface", "facenet_crop", "seqface"],
+flags.DEFINE_enum("align", "", ["", "arcface", "sphereface", "facenet_crop", "seqface", "dlib"],
                   "How the training faces were aligned, when the run's dataset does not record it (or to override).")
 flags.DEFINE_list("align_image_size", [], "With --align: aligned face height,width (or one side).")
 flags.DEFINE_float("align_margin", 0.0, "With --align=facenet_crop: the crop margin in pixels.")
@@ -52,9 +54,10 @@ def main(argv) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.export_dir:
         raise UserError("--export_dir: required (models are written to <export_dir>/<model_name>/<version>/)")
-    embedder, alignment, source = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
-                                                      fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights,
-                                                      **({"mean": FLAGS.mean} if FLAGS.mean else {}))
+    imported = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
+                                   fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights,
+                                   **({"mean": FLAGS.mean} if FLAGS.mean else {}))
+    embedder, alignment, source = imported
     if FLAGS.align:
         if not FLAGS.align_image_size:
             raise UserError("--align_image_size: required with --align (e.g. 112,112)")
@@ -72,11 +75,14 @@ def main(argv) -> None:
         path = end_to_end.export_end_to_end(embedder, FLAGS.export_dir, FLAGS.model_name or f"{backbone}_photos",
                                             alignment, version, FLAGS.max_faces, detector, source=source)
     else:
-        path = saved_model.export_saved_model(
-            embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, FLAGS.threshold or None,
-            extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
-            source=source,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            # a pretrained model's stated threshold, unless --threshold gives a calibrated one
+            threshold = FLAGS.threshold or (sources.write_source_threshold(imported, tmp) if not FLAGS.align else None)
+            path = saved_model.export_saved_model(
+                embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, threshold,
+                extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
+                source=source,
+            )
     print(f"Exported model: {path}")
     if FLAGS.check:
         for name, outputs in tf1_check.check_in_fresh_process(path):

@@ -5,7 +5,8 @@ Shell blocks (```bash, ```sh, ```console, ```shell or no language) are scanned f
 ``python -m tfface...`` / ``python -m tfface_align...`` and ``tfface-*`` console scripts; a tool's
 flags are read from its source (its ``DEFINE_*`` calls and those of the tfface modules it imports),
 plus absl's own (``--flagfile``, ``--helpfull``, ``--verbosity``...). ```python blocks run, each in a
-fresh namespace, in one subprocess; ```python no-run blocks are illustrations and are skipped.
+fresh namespace, in one subprocess started in the repository root (paths in blocks are relative to it;
+a block writes only under a temporary directory); ```python no-run blocks are illustrations and are skipped.
 """
 from __future__ import annotations
 
@@ -230,7 +231,7 @@ def run_python_blocks(blocks: list[Block], cwd: str) -> list[str]:
     import json
 
     code = [(b.path, b.line, "\n" * (b.line - 1) + "\n".join(b.lines)) for b in blocks]  # tracebacks at doc lines
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "DOCS_ROOT": ROOT}
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(code), capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -242,10 +243,10 @@ def test_every_documented_command_names_a_real_tool_and_its_flags():
     assert not problems, "\n".join(problems)
 
 
-def test_every_python_block_runs(tmp_path):
+def test_every_python_block_runs():
     blocks = python_blocks(doc_files())
     assert blocks, "no runnable ```python block in README.md or docs/"
-    failures = run_python_blocks(blocks, str(tmp_path))
+    failures = run_python_blocks(blocks, ROOT)
     assert not failures, "\n".join(failures)
 
 

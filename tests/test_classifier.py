@@ -154,7 +154,7 @@ def test_cli_user_errors(exports, people, tmp_path):
         (("CLASSIFY", people / "test", exports[0], pickled, "--min_nrof_images_per_class=1"), "pickles are never"),
         (("TRAIN", people / "train", exports[0], tmp_path / "c.skops"), "min_nrof_images_per_class=20"),
         (("TRAIN", people / "train", exports[0], tmp_path / "c.skops", "--min_nrof_images_per_class=1", "--align"),
-         "records no alignment"),
+         "cannot find and align faces in photos"),
         (("GUESS", people / "train", exports[0], tmp_path / "c.skops"), "usage"),
     ]
     for args, message in cases:

@@ -5,7 +5,7 @@
     tfface-facebank add NAME --from_camera 0 --facebank DIR --model MODEL
     tfface-facebank remove NAME --facebank DIR
     tfface-facebank list --facebank DIR
-    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T]
+    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T] [--annotate OUT_DIR]
 
 ``identify`` prints one line per face, ``<photo>: <name> <distance> [x1, y1, x2, y2]``, with
 ``Unknown`` beyond the model's calibrated ``threshold.json`` (or ``--threshold``).
@@ -29,6 +29,8 @@ flags.DEFINE_float("min_face_fraction", 0.2,
                    "add --from_camera: smallest face side, share of the frame's shorter side.")
 flags.DEFINE_float("min_sharpness", 100.0, "add --from_camera: smallest variance of the face's Laplacian.")
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
+flags.DEFINE_string("annotate", "", "identify: write each photo into this directory with its faces boxed, "
+                    "named and their distances.")
 
 USAGE = ("usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... "
          "--facebank DIR")
@@ -99,7 +101,10 @@ def list_people(args) -> None:
 
 
 def identify(args) -> None:
+    import cv2
+
     from tfface.core import images
+    from tfface.recognition import annotate
     from tfface.recognition.video import Recognizer
 
     if not args:
@@ -109,12 +114,19 @@ def identify(args) -> None:
     threshold, metric, source = model_threshold(embedder, FLAGS.threshold, int(FLAGS.distance_metric))
     print(f"threshold {threshold:g} (distance metric {metric}) from {source}")
     recognizer = Recognizer(embedder, bank, threshold, metric, _detector(), flip=True)
+    written: set[str] = set()
     for photo in args:
-        faces = recognizer.recognize([images.load(photo)])[0]
+        image = images.load(photo)
+        faces = recognizer.recognize([image])[0]
         if not faces:
             print(f"{photo}: no face")
         for face in faces:
             print(f"{photo}: {face.name} {face.distance:.4f} {[round(v) for v in face.box]}")
+        if FLAGS.annotate:
+            path = annotate.annotated_name(FLAGS.annotate, photo, written)
+            annotate.write_image(path, annotate.draw_faces(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces))
+    if FLAGS.annotate:
+        print(f"Annotated photos: {FLAGS.annotate}")
 
 
 COMMANDS = {"build": build, "add": add, "remove": remove, "list": list_people, "identify": identify}

@@ -152,7 +152,7 @@ def embed_dataset(
     labels = np.array([label for label, cls in enumerate(dataset) for _ in cls.image_paths], np.int64)
     failures: list[str] = []
     if align:
-        faces, found, _ = embedder.align_files(paths)
+        faces, found = embedder.align_files(paths)[:2]
         failures = [f"{path}: no face found" for path, ok in zip(paths, found) if not ok]
     else:
         faces = []

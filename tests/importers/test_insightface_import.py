@@ -2,8 +2,11 @@
 each format's own runtime on real aligned faces), and files that do not fit are refused in one line."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -14,9 +17,12 @@ import torch
 
 from tests.importers import writers
 from tests.importers.conftest import nchw
-from tfface import importers
+from tfface import importers, models
 from tfface.core.errors import UserError
+from tfface.export import META_FILE, tflite
 from tfface.importers import pth
+from tfface.recognition.inference import load_embedder
+from tfface.training.warm_start import load_backbone_weights
 
 TOLERANCE = 1e-4
 
@@ -90,15 +96,19 @@ class _Exploit:
         return os.system, (f"touch {self.marker}",)
 
 
+def _hostile(good_path: str, tmp_path, marker) -> str:
+    """A copy of a good .pth whose pickle calls ``os.system`` (it would touch ``marker``)."""
+    path = tmp_path / "hostile.pth"
+    with zipfile.ZipFile(good_path) as good, zipfile.ZipFile(path, "w") as bad:
+        for name in good.namelist():
+            data = pickle.dumps({"conv1.weight": _Exploit(str(marker))}, 2) if name.endswith("data.pkl") else good.read(name)
+            bad.writestr(name, data)
+    return str(path)
+
+
 def test_hostile_pickle_is_refused_without_running(sources, tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
-    path = tmp_path / "hostile.pth"
-    with zipfile.ZipFile(sources["pth:iresnet18"].path) as good, zipfile.ZipFile(path, "w") as bad:
-        for name in good.namelist():
-            data = good.read(name)
-            if name.endswith("data.pkl"):
-                data = pickle.dumps({"conv1.weight": _Exploit(str(marker))}, protocol=2)
-            bad.writestr(name, data)
+    path = _hostile(sources["pth:iresnet18"].path, tmp_path, marker)
     with pytest.raises(UserError, match="not a readable PyTorch state dict"):
         importers.import_file(str(path))  # torch.load(weights_only=True)
     with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system"):
@@ -141,3 +151,60 @@ def test_refusals(sources, tmp_path):
             importers.import_file(kwargs.pop("path"), **kwargs)
         assert "\n" not in str(err.value)
     keras.backend.clear_session()
+
+
+PAIRS = [("img20", "img21", "Yes"), ("img16", "img17", "Yes"), ("img5", "img10", "Yes"), ("img5", "img11", "Yes"),
+         ("img10", "img11", "Yes"), ("img20", "img16", "No"), ("img20", "img17", "No"), ("img21", "img12", "No"),
+         ("img20", "img25", "No"), ("img21", "img5", "No")]
+
+
+def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_import_export_validate_and_warm_start(sources, aligned, faces_dir, tmp_path):
+    """``.pth`` -> ``python -m tfface.export --import`` (TFLite files, TF1-loader check) ->
+    ``validate_on_lfw --align`` on real photos, and a warm start from the export."""
+    source = sources["pth:iresnet18"]
+    models_dir = tmp_path / "models"
+    done = _cli("tfface.export", "--import", source.path, "--export_dir", str(models_dir), "--model_name", "r18",
+                "--tflite", "--check")
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = str(models_dir / "r18" / "1")
+    meta = json.load(open(os.path.join(version, META_FILE)))
+    assert meta["source"]["sha256"] == importers.file_sha256(source.path) and meta["source"]["arch"] == "iresnet18"
+    assert "non-commercial" in meta["source"]["licence"] and meta["standardization"] == "minus_one_to_one"
+    assert meta["alignment"] == {"align": "arcface", "image_size": [112, 112], "margin": 0.0}
+    expected = source.expected / np.linalg.norm(source.expected, axis=1, keepdims=True)
+    served = load_embedder(version)
+    assert np.abs(served.embed(aligned) - expected).max() <= TOLERANCE
+    cosines = {q: float((tflite.run_tflite(os.path.join(version, tflite.TFLITE_DIR, name), aligned) * expected)
+                        .sum(1).min()) for q, name in tflite.FILES.items()}
+    print(f"\nTFLite cosines (iresnet18 .pth import): {cosines}")
+    assert cosines["float32"] >= 0.9999 and cosines["int8"] >= 0.99
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("file_x,file_y,Decision\n" + "".join(
+        f"{os.path.join(faces_dir, a)}.jpg,{os.path.join(faces_dir, b)}.jpg,{same}\n" for a, b, same in PAIRS))
+    report = tmp_path / "lfw.json"
+    done = _cli("tfface.validate_on_lfw", faces_dir, version, "--align", f"--lfw_pairs={pairs}", "--lfw_nrof_folds=2",
+                f"--output_json={report}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.load(open(report))
+    assert result["fingerprint"] == meta["fingerprint"]
+    assert next(iter(result["results"].values()))["num_pairs"] == len(PAIRS)
+
+    # train_softmax --pretrained_model <export> starts its backbone here (tfface.training.warm_start)
+    fresh = models.build_embedder("iresnet18", (112, 112), 512, "minus_one_to_one")
+    load_backbone_weights(fresh, version)
+    restored = keras.ops.convert_to_numpy(fresh(aligned.astype(np.float32), training=False))
+    assert np.abs(restored - source.expected).max() <= TOLERANCE
+
+
+def test_cli_refuses_a_hostile_file_without_writing(sources, tmp_path):
+    path = _hostile(sources["pth:iresnet18"].path, tmp_path, tmp_path / "pwned")
+    done = _cli("tfface.export", "--import", str(path), "--export_dir", str(tmp_path / "models"), "--model_name", "x")
+    assert done.returncode == 2 and not (tmp_path / "pwned").exists() and not (tmp_path / "models" / "x").exists()
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: --import '{path}': not a readable PyTorch state dict")

@@ -181,7 +181,7 @@ def assign(backbone: keras.Model, arch: str, tensors: Mapping[str, np.ndarray], 
     first tensor the network has no place for.
     """
     names = names or {}
-    expected = set(source_keys(arch))
+    expected = set(check_names(arch, tensors, where, names))
     flatten = backbone.get_layer("flatten").input.shape[1:]
     flatten_chw = (flatten[2], flatten[0], flatten[1]) if len(flatten) == 3 and flatten[0] * flatten[1] > 1 else None
     for unit in plan(arch):
@@ -191,8 +191,6 @@ def assign(backbone: keras.Model, arch: str, tensors: Mapping[str, np.ndarray], 
             key = f"{unit.key}.{suffix}"
             if key not in expected:
                 continue
-            if key not in tensors:
-                raise UserError(f"{where}: tensor '{names.get(key, key)}' of {arch} is missing")
             value = np.asarray(tensors[key], dtype=np.float32)
             shape = _torch_shape(layer, unit.kind, suffix)
             if value.shape != shape:
@@ -200,9 +198,20 @@ def assign(backbone: keras.Model, arch: str, tensors: Mapping[str, np.ndarray], 
                                 f"{arch} expects {shape}")
             unit_tensors[suffix] = value
         layer.set_weights(_keras_values(layer, unit.kind, unit_tensors, flatten_chw if unit.kind == "dense" else None))
-    extra = [k for k in tensors if k not in expected]
+
+
+def check_names(arch: str, tensors: Mapping[str, np.ndarray], where: str, names: Mapping[str, str]) -> list[str]:
+    """``arch``'s tensor names, after checking that ``tensors`` has exactly those (one-line error
+    naming the first missing one, or the first one the network has no place for)."""
+    expected = source_keys(arch)
+    missing = next((k for k in expected if k not in tensors), None)
+    if missing:
+        raise UserError(f"{where}: tensor '{names.get(missing, missing)}' of {arch} is missing")
+    known = set(expected)
+    extra = next((k for k in tensors if k not in known), None)
     if extra:
-        raise UserError(f"{where}: tensor '{names.get(extra[0], extra[0])}' has no place in {arch}")
+        raise UserError(f"{where}: tensor '{names.get(extra, extra)}' has no place in {arch}")
+    return expected
 
 
 def build(path: str, fmt: str, arch: str, tensors: Mapping[str, np.ndarray], *, standardization: str,
@@ -221,6 +230,7 @@ def build(path: str, fmt: str, arch: str, tensors: Mapping[str, np.ndarray], *, 
     first = f"{plan(arch)[0].key}.weight"
     if channel_order == "BGR" and first in tensors and np.ndim(tensors[first]) == 4:
         tensors = {**tensors, first: np.asarray(tensors[first])[:, ::-1]}
+    check_names(arch, tensors, where, names or {})  # before the (slow) build
     embedder = models.build_embedder(arch, (112, 112), 512, standardization)
     assign(embedder.layers[-1], arch, tensors, where, names)
     licence = LICENCE_ZOO if arch.startswith("iresnet") or fmt != "pth" else LICENCE_MULTIFACE

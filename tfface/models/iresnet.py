@@ -13,7 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.layers import Backbone, BatchNormalization, InputShapeError, check_input_shape, conv2d, prelu
+from tfface.models.insightface_ir import check_resnet_arguments
+from tfface.models.layers import Backbone, BatchNormalization, conv2d, prelu
 from tfface.models.registry import register_backbone
 
 #: Units per stage (64, 128, 256, 512 channels), by depth.
@@ -71,13 +72,7 @@ class IResNet(Backbone):
         name: str | None = None,
         **kwargs,
     ):
-        if depth not in IRESNET_UNITS:
-            raise ValueError(f"IResNet depth must be one of {sorted(IRESNET_UNITS)}, got {depth}")
-        if not 0.0 < keep_probability <= 1.0:
-            raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
-        input_shape = check_input_shape(input_shape, "IResNet")
-        if input_shape[0] % 16 or input_shape[1] % 16:
-            raise InputShapeError(f"IResNet input_shape: H and W must be multiples of 16, got {input_shape}")
+        input_shape = check_resnet_arguments("IResNet", input_shape, depth, IRESNET_UNITS, keep_probability)
         inputs = keras.Input(input_shape, name="images")
         x = conv2d(inputs, 64, 3, 1, 1, name="conv1", use_bias=False)
         x = _bn(x, "bn1")

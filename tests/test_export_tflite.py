@@ -17,7 +17,7 @@ from tfface.core.images import load, resize
 
 # Smallest input each family accepts (tiny inputs keep the battery cheap); default 32x32.
 SIZES = {"inception_resnet_v1": 80, "seqface_resnet27": 48}
-FAMILIES = ("inception_resnet_v1", "ir_50", "ir_se_50", "iresnet18", "mobilefacenet", "seqface_resnet27", "sphereface20")
+FAMILIES = ("inception_resnet_v1", "ir_50", "ir_se_50", "mobilefacenet", "seqface_resnet27", "sphereface20")
 PHOTOS = ("img12.jpg", "img25.jpg")
 
 

@@ -201,6 +201,8 @@ def test_import_export_validate_and_warm_start(sources, aligned, faces_dir, tmp_
     load_backbone_weights(fresh, version)
     restored = keras.ops.convert_to_numpy(fresh(aligned.astype(np.float32), training=False))
     assert np.abs(restored - source.expected).max() <= TOLERANCE
+    with pytest.raises(UserError, match="does not fit this backbone .'conv1_conv/kernel' missing"):
+        load_backbone_weights(models.build_embedder("mobilefacenet", (112, 112), 512, "minus_one_to_one"), version)
 
 
 def test_cli_refuses_a_hostile_file_without_writing(sources, tmp_path):

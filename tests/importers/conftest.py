@@ -1,56 +1,50 @@
-"""InsightFace-family weight files written by the tests (seeded random weights, real formats) and
-the PyTorch reference nets they come from, shared by the importer tests."""
+"""Fixtures of the dlib_resnet_v1 tests: the packaged model file and real 150 px chips cut by dlib
+itself (HOG detector + 5-point predictor + ``get_face_chip``), with dlib's own descriptors."""
 from __future__ import annotations
+
+import glob
+import os
 
 import numpy as np
 import pytest
 
-from tests.test_export_tflite import aligned  # noqa: F401  (fixture: ArcFace-aligned real faces, uint8)
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnx")
-
-from tests.importers import torch_nets, writers  # noqa: E402
+#: Photos of ../shared/testdata/faces whose chips and dlib descriptors the parity tests use.
+NUM_PHOTOS = 8
+MAX_SIDE = 800
 
 
-def nchw(pixels: np.ndarray, mean: float = 127.5, std: float = 127.5, bgr: bool = False):
-    """uint8 faces (B, H, W, 3) as the reference nets' standardised N,C,H,W input."""
-    x = (pixels.astype(np.float32) - mean) / std
-    x = x[..., ::-1] if bgr else x
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+@pytest.fixture(scope="session")
+def dlib_model_path() -> str:
+    from tfface.core.errors import UserError
+    from tfface.importers import dlib_resnet
+
+    try:
+        return dlib_resnet.default_path()
+    except UserError as err:
+        pytest.skip(str(err))
 
 
-class Source:
-    """A reference net, the file written from it and its expected 512-d outputs on the faces."""
+@pytest.fixture(scope="session")
+def dlib_chips(dlib_model_path, faces_dir) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(chips uint8 (N, 150, 150, 3), dlib's descriptors float64 (N, 128), the N RGB photos they
+    were cut from, downsized to ``MAX_SIDE``), N = faces found."""
+    dlib = pytest.importorskip("dlib")
+    import cv2
 
-    def __init__(self, net, path: str, expected: np.ndarray):
-        self.net, self.path, self.expected = net, path, expected
-
-
-def _reference(net, faces, **norm) -> np.ndarray:
-    with torch.no_grad():
-        return net(nchw(faces, **norm)).numpy()
-
-
-@pytest.fixture(scope="module")
-def sources(aligned, tmp_path_factory) -> dict[str, Source]:
-    """``pth:<arch>``, ``onnx:unfolded``, ``onnx:folded_preamble`` and ``mxnet`` sources."""
-    out = tmp_path_factory.mktemp("insightface")
-    result = {}
-    for seed, (arch, net, bgr) in enumerate((("iresnet18", torch_nets.IResNet(18), False),
-                                             ("ir_se_50", torch_nets.IRBackbone(se=True), True),
-                                             ("mobilefacenet", torch_nets.MobileFaceNet(), True))):
-        net = torch_nets.calibrate(torch_nets.randomize(net, seed), nchw(aligned, bgr=bgr))
-        path = str(out / f"{arch}.pth")
-        torch.save(net.state_dict(), path)
-        result[f"pth:{arch}"] = Source(net, path, _reference(net, aligned, bgr=bgr))
-    net = result["pth:iresnet18"].net
-    for name, folded, preamble in (("unfolded", False, False), ("folded_preamble", True, True)):
-        path = str(out / f"r18_{name}.onnx")
-        writers.write_onnx(net, path, folded, preamble)
-        result[f"onnx:{name}"] = Source(net, path, None)  # expected: onnxruntime, in the test
-    mx = torch_nets.randomize(torch_nets.IResNet(18), 7)
-    mx = torch_nets.set_eps(torch_nets.calibrate(mx, nchw(aligned, std=128.0)), writers.MX_EPS)
-    path = writers.write_mxnet(mx, str(out / "model"))
-    result["mxnet"] = Source(mx, path, _reference(mx, aligned, std=128.0))
-    return result
+    models = os.path.dirname(dlib_model_path)
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(os.path.join(models, "shape_predictor_5_face_landmarks.dat"))
+    chips, photos = [], []
+    for path in sorted(glob.glob(os.path.join(faces_dir, "img*.jpg")))[:NUM_PHOTOS]:
+        image = dlib.load_rgb_image(path)
+        scale = MAX_SIDE / max(image.shape[:2])
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = detector(image, 1)
+        if found:
+            chips.append(dlib.get_face_chip(image, predictor(image, found[0]), size=150, padding=0.25))
+            photos.append(image)
+    assert len(chips) >= NUM_PHOTOS - 2, "dlib found too few faces in the test photos"
+    chips = np.stack(chips)
+    reference = np.array(dlib.face_recognition_model_v1(dlib_model_path).compute_face_descriptor(list(chips)))
+    return chips, reference, photos

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.importers import writers
-from tests.importers.conftest import nchw
+from tests.importers.insightface_files import aligned, nchw, sources  # noqa: F401  (fixtures)
 from tfface import importers, models
 from tfface.core.errors import UserError
 from tfface.export import META_FILE, tflite

@@ -54,6 +54,9 @@ def load_backbone_weights(embedder: keras.Model, path: str) -> str:
     if path in list_pretrained() and not os.path.exists(path):
         return load_pretrained_weights(embedder, path)
     checkpoint = resolve_checkpoint(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        _restore_export(embedder, path)
+        return checkpoint
     try:
         status = tf.train.Checkpoint(embedder=embedder).restore(checkpoint)
         status.expect_partial()
@@ -62,3 +65,18 @@ def load_backbone_weights(embedder: keras.Model, path: str) -> str:
         first = str(err).strip().splitlines()[0][:300]
         raise UserError(f"--pretrained_model: '{path}' does not fit this backbone ({first})") from None
     return checkpoint
+
+
+def _restore_export(embedder: keras.Model, path: str) -> None:
+    """Sets ``embedder``'s weights from the export at ``path`` by variable path (an export tracks
+    the variables its signatures read, not the Keras model's checkpoint structure)."""
+    from tfface.export.saved_model import read_exported_weights
+
+    exported = read_exported_weights(path)
+    for weight in embedder.weights:
+        value = exported.get(weight.path)
+        if value is None or tuple(value.shape) != tuple(weight.shape):
+            found = "missing" if value is None else f"of shape {tuple(value.shape)}"
+            raise UserError(f"--pretrained_model: '{path}' does not fit this backbone ('{weight.path}' {found}, "
+                            f"expected shape {tuple(weight.shape)})")
+        weight.assign(value)

@@ -102,7 +102,9 @@ def _count(variables) -> int:
 def test_reference_copy_is_current():
     if not os.path.exists(SHARED_REFERENCE):
         pytest.skip(f"{SHARED_REFERENCE} not found")
-    assert _load_reference(SHARED_REFERENCE) == REFERENCE_COUNTS, f"copy {SHARED_REFERENCE} to {REFERENCE}"
+    shared = _load_reference(SHARED_REFERENCE)
+    # entries counted in this repository (e.g. from a released weights file) may come on top
+    assert {k: REFERENCE_COUNTS.get(k) for k in shared} == shared, f"copy {SHARED_REFERENCE} to {REFERENCE}"
 
 
 def test_every_registered_backbone_has_reference_counts():

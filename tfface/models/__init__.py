@@ -1,5 +1,6 @@
 """Backbones: images -> embeddings. ``get_backbone(name, ...)`` builds any registered one."""
 from tfface.models import mobilefacenet  # noqa: F401  (registers its backbone)
+from tfface.models import dlib_resnet  # noqa: F401  (registers dlib_resnet_v1)
 from tfface.models import insightface_ir, seqface, sphereface  # noqa: F401  (register their backbones)
 from tfface.models.embedder import build_embedder
 from tfface.models.layers import InputShapeError

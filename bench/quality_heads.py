@@ -7,7 +7,8 @@ shrunk to ``--size`` px. A small CNN is trained with each head for ``--steps`` A
 held-out identities (never trained on) it measures:
 
 * the Spearman correlation between the feature norm (the export's ``quality`` output) and the
-  image quality, i.e. minus the degradation level (the issue's target: >= 0.5 for AdaFace);
+  image quality, i.e. minus the degradation level, over all held-out images (the issue's target:
+  >= 0.5 for AdaFace), per degradation kind, and within each identity (averaged);
 * verification on the most degraded pairs (level 3 against level 3): ROC AUC and best accuracy
   over all same-identity pairs and as many different-identity pairs.
 
@@ -136,6 +137,7 @@ def measure(model: keras.Model, images: np.ndarray, labels: np.ndarray, levels: 
     return {
         "spearman_norm_vs_quality": spearman(slice(None)),
         "spearman_per_kind": {kind: spearman((kinds == kind) | (levels == 0)) for kind in synthetic.DEGRADATIONS},
+        "spearman_within_identity": round(float(np.mean([spearman(labels == i) for i in np.unique(labels)])), 4),
         "mean_norm_per_level": [round(float(norms[levels == lv].mean()), 3) for lv in range(synthetic.MAX_LEVEL + 1)],
         "most_degraded_verification": verification(embeddings[worst], labels[worst], seed),
         "clean_verification": verification(embeddings[levels == 0], labels[levels == 0], seed),

@@ -13,7 +13,7 @@ held-out identities (never trained on) it measures:
   over all same-identity pairs and as many different-identity pairs.
 
     python bench/quality_heads.py                      # the full measurement (~10 min on 2 cores)
-    python bench/quality_heads.py --steps 300 --train_ids 40   # the CI test's short version
+    python bench/quality_heads.py --steps 1000 --train_ids 100 --images_per_id 20 --test_ids 20  # CI, short
 
 Prints a table and writes ``bench/results/quality_heads_<UTC time>.json``.
 """

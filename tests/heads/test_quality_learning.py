@@ -24,7 +24,7 @@ def _bench():
 @pytest.mark.slow
 def test_adaface_norm_ranks_image_quality():
     bench = _bench()
-    config = bench.Config(train_ids=40, images_per_id=30, test_ids=20, steps=400)
+    config = bench.Config(train_ids=100, images_per_id=20, test_ids=20, steps=1000)  # measured: 0.52
     result = bench.run(config, head_names=("adaface",))["adaface"]
     print(f"\nAdaFace, short schedule: {result}")
     assert result["spearman_norm_vs_quality"] >= 0.5, result

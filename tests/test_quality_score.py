@@ -171,3 +171,29 @@ def _people(orl_dir, tmp_path) -> str:
         for j in (1, 2, 3):
             shutil.copy(fm.orl_path(orl_dir, i, j), tmp_path / "bank_people" / f"s{i}" / f"{j}.pgm")
     return str(tmp_path / "bank_people")
+
+
+@pytest.mark.slow
+def test_train_softmax_with_adaface_on_two_replicas(tmp_path):
+    """The real training path: AdaFace under MirroredStrategy; its statistics are checkpointed
+    (identical on both replicas) and the export has the quality output."""
+    from tfface.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(str(tmp_path / "synthetic"), 12, 4, 20, 2, num_shards=2, seed=3)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfface.train_softmax", f"--data_dir={data['train_dir']}",
+         f"--models_base_dir={tmp_path / 'runs'}", "--subdir=ada", "--image_size=32", "--embedding_size=16",
+         "--batch_size=8", "--epoch_size=3", "--max_nrof_epochs=1", "--head=adaface",
+         "--head_kwargs=scale=16,t_alpha=0.5", "--strategy=mirrored", "--cpu_devices=2"],
+        capture_output=True, text=True, env=ENV, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "ada"
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / "ckpt-1"))
+    keys = {k.split("/.ATTRIBUTES")[0]: k for k in reader.get_variable_to_shape_map()}
+    mean = [reader.get_tensor(k) for name, k in keys.items() if name.startswith("head/") and "batch_mean" in name]
+    assert len(mean) == 1 and mean[0] != 20.0  # moved from its initial value by 3 steps
+    exported = load_embedder(str(run_dir))
+    assert exported.has_quality
+    _, quality = exported.embed_with_quality(np.zeros((2, 32, 32, 3), np.uint8))
+    assert np.all(quality > 0)

@@ -168,10 +168,12 @@ def test_rest_bodies_round_trip(exported):
     expected = keras_embeddings(embedder, faces)
     pngs = [tf.io.encode_png(f).numpy() for f in faces]
     rows = rest.predict(model, json.dumps({"signature_name": "embed_encoded", "instances": [rest.b64(p) for p in pngs]}))
-    np.testing.assert_allclose(np.array(rows["predictions"]), expected, atol=1e-5)
+    # two outputs (embeddings, quality): TF Serving's row format gives one {output: value} per element
+    np.testing.assert_allclose(np.array([row["embeddings"] for row in rows["predictions"]]), expected, atol=1e-5)
+    assert all(row["quality"] > 0 for row in rows["predictions"])
     for inputs in (faces.tolist(), {"images": faces.tolist()}):
         columns = rest.predict(model, {"inputs": inputs})
-        np.testing.assert_allclose(np.array(columns["outputs"]), expected, atol=1e-5)
+        np.testing.assert_allclose(np.array(columns["outputs"]["embeddings"]), expected, atol=1e-5)
     pairs = rest.predict(model, {"signature_name": "verify",
                                  "instances": [{"images_a": faces[0].tolist(), "images_b": faces[1].tolist()}]})
     (pair,) = pairs["predictions"]

@@ -31,6 +31,8 @@ flags.DEFINE_float("min_sharpness", 100.0, "add --from_camera: smallest variance
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
 flags.DEFINE_string("annotate", "", "identify: write each photo into this directory with its faces boxed, "
                     "named and their distances.")
+flags.DEFINE_float("min_quality", None, "build/add: skip faces whose quality score (the model's pre-normalisation "
+                   "embedding norm, see docs/quality_heads.md) is below this; they are listed with their scores.")
 
 USAGE = ("usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... "
          "--facebank DIR")
@@ -59,7 +61,7 @@ def _report(report) -> None:
 def build(args) -> None:
     if len(args) != 1:
         raise UserError("usage: tfface-facebank build PHOTOS_DIR --facebank DIR --model MODEL")
-    bank, report = FaceBank.build(args[0], _embedder(), _detector())
+    bank, report = FaceBank.build(args[0], _embedder(), _detector(), FLAGS.min_quality)
     bank.save(FLAGS.facebank)
     _report(report)
     print(f"Facebank '{FLAGS.facebank}': {len(bank.names)} people")
@@ -79,7 +81,7 @@ def add(args) -> None:
                                            FLAGS.max_frames, lambda i, why: print(f"frame {i}: {why}"))
         photos = [frame]
         print(f"captured frame {index}")
-    _report(bank.add_person(args[0], photos, embedder, detector))
+    _report(bank.add_person(args[0], photos, embedder, detector, FLAGS.min_quality))
     bank.save(FLAGS.facebank)
     print(f"Facebank '{FLAGS.facebank}': {len(bank.names)} people")
 

@@ -30,6 +30,8 @@ flags.DEFINE_integer("batch_size", 8, "Key frames detected and embedded per batc
 flags.DEFINE_integer("max_frames", None, "Stop after this many frames.")
 flags.DEFINE_string("log_json", None, "Write per-frame names, boxes and distances to this JSON file.")
 flags.DEFINE_boolean("tta", False, "Embed every face with its mirror image too (slower).")
+flags.DEFINE_integer("best_frames", 0, "> 0: recognise a tracked face from its N best-quality key frames so far "
+                     "(needs a model with a quality output; see docs/quality_heads.md).")
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
 flags.DEFINE_boolean("progress", True, "Show frames done and frames/s on stderr.")
 
@@ -39,6 +41,8 @@ def main(argv) -> None:
         raise UserError(f"unexpected arguments {argv[1:]} (use -f FILE or --camera N)")
     if bool(FLAGS.file) == bool(FLAGS.camera):
         raise UserError("-f/--file or --camera: give exactly one input")
+    if FLAGS.best_frames < 0:
+        raise UserError(f"--best_frames: expected 0 (off) or a number of frames >= 1, got {FLAGS.best_frames}")
     for name in ("facebank", "model"):
         if not getattr(FLAGS, name):
             raise UserError(f"--{name}: required")
@@ -53,7 +57,7 @@ def main(argv) -> None:
     threshold, metric, source = model_threshold(embedder, FLAGS.threshold, int(FLAGS.distance_metric))
     print(f"{len(bank.names)} people in the facebank; threshold {threshold:g} (distance metric {metric}) from {source}")
     recognizer = Recognizer(embedder, bank, threshold, metric, tfface_align.MTCNN(min_face_size=FLAGS.min_face_size),
-                            flip=FLAGS.tta)
+                            flip=FLAGS.tta, best_frames=FLAGS.best_frames)
     with released(capture):
         summary = process_video(capture, recognizer, FLAGS.save, FLAGS.log_json, FLAGS.every_n_frames,
                                 FLAGS.batch_size if not FLAGS.camera else 1, FLAGS.max_frames,

@@ -50,7 +50,7 @@ flags.DEFINE_integer("image_width", 0, "Image width if different from image_size
 flags.DEFINE_integer("embedding_size", 512, "Dimensionality of the embedding.")
 flags.DEFINE_enum("head", "arcface", list_heads(), "Classification head.")
 flags.DEFINE_list("head_kwargs", [], "Head options as key=value, e.g. scale=64,margin=0.5.")
-flags.DEFINE_boolean("partial_fc", False, "Shard the head's class centres over the replicas (Partial FC; normface/cosface/arcface/combined).")
+flags.DEFINE_boolean("partial_fc", False, "Shard the head's class centres over the replicas (Partial FC; the normalised margin heads).")
 flags.DEFINE_float("sample_rate", 1.0, "Partial FC: share of each shard's centres used per step (positives always).")
 flags.DEFINE_integer("batch_size", 90, "Global batch size (split over replicas).")
 flags.DEFINE_integer("epoch_size", 1000, "Number of batches per epoch.")

@@ -24,7 +24,15 @@ import numpy as np  # noqa: E402
 from tfface import heads  # noqa: E402
 
 IN_DIM, DIM = 12, 8
-HEADS = {"cosface": {"scale": 16.0, "margin": 0.35}, "arcface": {"scale": 16.0, "margin": 0.5}}
+HEADS = {
+    "cosface": {"scale": 16.0, "margin": 0.35}, "arcface": {"scale": 16.0, "margin": 0.5},
+    # the adaptive margins (issue 29): statistics that move fast, so that the warm-up step shows
+    "adaface": {"scale": 16.0, "margin": 0.4, "t_alpha": 0.5},
+    "magface": {"scale": 16.0, "l_a": 0.5, "u_a": 4.0, "lambda_g": 3.0},
+    "curricularface": {"scale": 16.0, "margin": 0.5, "momentum": 0.5},
+    "subcenter_arcface": {"scale": 16.0, "margin": 0.5, "centres_per_class": 3},
+}
+STATEFUL = ("adaface", "curricularface")
 OUT: dict[str, np.ndarray] = {}
 
 
@@ -60,19 +68,22 @@ def backbone(seed: int, hidden: int = 0, in_dim: int = IN_DIM) -> keras.Model:
 
 
 def equality_case(name: str, n: int) -> None:
-    """Loss and gradients (input, backbone, every centre) of the sharded and the plain head at rho=1."""
+    """Loss and gradients (input, backbone, every centre) of the sharded and the plain head at rho=1,
+    at the second training step (the first moves the heads' statistics), and those statistics."""
     num_classes, batch = 11, 8
     rng = np.random.default_rng(n)
     x = rng.normal(size=(batch, IN_DIM)).astype("float32")
+    warm_x = (rng.normal(size=(batch, IN_DIM)) * 2.0).astype("float32")
     y = np.array([0, 10, 3, 3, 7, 5, 10, 1], "int32")
     model = backbone(0)
     plain = heads.get_head(name, num_classes, **HEADS[name])
     plain.build([(None, DIM), (None,)])
+    plain([model(warm_x), y], training=True)
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
         embeddings = model(xt)
-        per_example = heads.head_loss(y, plain([embeddings, y]))
+        per_example = heads.head_loss(y, plain([embeddings, y], training=True)) + heads.feature_loss(plain, embeddings)
         loss = tf.reduce_mean(per_example)
     g_x, g_model, g_kernel = tape.gradient(loss, [xt, model.trainable_variables, plain.kernel])
     key = f"{name}_{n}"
@@ -97,19 +108,51 @@ def equality_case(name: str, n: int) -> None:
             ctx = tf.distribute.get_replica_context()
             with tf.GradientTape() as tape:
                 tape.watch(xb)
-                per_example, predictions = head.loss_and_predictions(model(xb), yb)
+                embeddings = model(xb)
+                per_example, predictions = head.loss_and_predictions(embeddings, yb)
+                per_example += heads.feature_loss(head, embeddings)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch)
             g_x, g_model, g_shard = tape.gradient(loss, [xb, model.trainable_variables, head.local_variables()])
             return per_example, predictions, g_x, ctx.all_reduce("sum", g_model), g_shard[0]
 
         return s.run(fn, args=inputs)
 
+    step(split(s, warm_x, y))
     per_example, predictions, g_x, g_model, g_shard = step(split(s, x, y))
     OUT.update({f"{key}_loss": local(s, per_example), f"{key}_gx": local(s, g_x), f"{key}_gkernel": local(s, g_shard, 1)})
     OUT.update({f"{key}_gmodel{i}": s.experimental_local_results(g)[0].numpy() for i, g in enumerate(g_model)})
     OUT[f"{key}_predictions"] = local(s, predictions)
     OUT[f"{key}_ref_predictions"] = heads.head_predictions(plain([embeddings, -np.ones_like(y)])).numpy()
     OUT[f"{key}_centres"] = head.get_centres()
+    OUT[f"{key}_state"] = np.array([v.numpy() for v in head.head.non_trainable_weights], np.float32)
+    OUT[f"{key}_ref_state"] = np.array([v.numpy() for v in plain.non_trainable_weights], np.float32)
+
+
+def mirrored_case(name: str, n: int) -> None:
+    """No Partial FC: the replicated head on each replica's rows, two training steps; per-example
+    loss and moving statistics equal one device's on the whole batch (statistics of the global batch)."""
+    num_classes, batch = 11, 8
+    rng = np.random.default_rng(10 + n)
+    batches = [(rng.normal(size=(batch, DIM)) * (1 + 3 * rng.random((batch, 1)))).astype("float32") for _ in range(2)]
+    y = np.array([0, 10, 3, 3, 7, 5, 10, 1], "int32")
+    plain = heads.get_head(name, num_classes, **HEADS[name])
+    plain.build([(None, DIM), (None,)])
+    s = strategy(n)
+    with s.scope():
+        replicated = heads.get_head(name, num_classes, **HEADS[name])
+        replicated.build([(None, DIM), (None,)])
+    replicated.kernel.assign(plain.kernel)
+
+    @tf.function
+    def step(inputs):
+        return s.run(lambda xb, yb: heads.head_loss(yb, replicated([xb, yb], training=True)), args=inputs)
+
+    key = f"mirrored_{name}_{n}"
+    for i, x in enumerate(batches):
+        OUT[f"{key}_ref_loss{i}"] = heads.head_loss(y, plain([x, y], training=True)).numpy()
+        OUT[f"{key}_loss{i}"] = local(s, step(split(s, x, y)))
+    OUT[f"{key}_state"] = np.array([v.numpy() for v in replicated.non_trainable_weights], np.float32)
+    OUT[f"{key}_ref_state"] = np.array([v.numpy() for v in plain.non_trainable_weights], np.float32)
 
 
 def sampling_case() -> None:
@@ -241,6 +284,8 @@ def resume_case() -> None:
 def main() -> None:
     for name in HEADS:
         equality_case(name, NUM_REPLICAS)
+    for name in STATEFUL:
+        mirrored_case(name, NUM_REPLICAS)
     if NUM_REPLICAS == 4:
         sampling_case()
     else:

@@ -136,3 +136,94 @@ def at_angle(center: np.ndarray, theta: float, rng: np.random.Generator, norm: f
     u -= (u @ c) * c
     u /= np.linalg.norm(u)
     return norm * (math.cos(theta) * c + math.sin(theta) * u)
+
+
+# ---------------------------------------------------------------- adaptive margins (issue 29)
+def cross_entropy(logits: np.ndarray, labels) -> np.ndarray:
+    top = logits.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)) - logits[np.arange(len(logits)), np.asarray(labels)]
+
+
+def adaface_statistics(x, mean, std, alpha=0.01, h=0.333, training=True, eps=1e-3):
+    """AdaFace eq. (12)-(13): z = clip(||x||), moving mean/std (unbiased), z_hat; returns (z_hat, mean, std)."""
+    z = np.clip(np.linalg.norm(x, axis=1), 0.001, 100.0)
+    if training:
+        mean = alpha * z.mean() + (1 - alpha) * mean
+        std = alpha * z.std(ddof=1) + (1 - alpha) * std
+    return np.clip(h * (z - mean) / (std + eps), -1.0, 1.0), mean, std
+
+
+def adaface(x, kernel, labels, z_hat, s=64.0, m=0.4, eps=1e-3):
+    """AdaFace eq. (11): s (cos(theta + g_angle) - g_add), g_angle = -m z_hat, g_add = m z_hat + m."""
+    out = cosines(x, kernel)
+    for i, y in enumerate(np.asarray(labels)):
+        if y >= 0:
+            theta = min(max(math.acos(out[i, y]) - m * z_hat[i], eps), math.pi - eps)
+            out[i, y] = math.cos(theta) - (m + m * z_hat[i])
+    return s * out
+
+
+def magface_margin(x, l_a=10.0, u_a=110.0, l_m=0.45, u_m=0.8):
+    a = np.clip(np.linalg.norm(x, axis=1), l_a, u_a)
+    return a, (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m
+
+
+def magface(x, kernel, labels, s=64.0, l_a=10.0, u_a=110.0, l_m=0.45, u_m=0.8, easy_margin=True):
+    """MagFace eq. (4)-(5): ArcFace with the margin m(a), linear in the clipped magnitude a."""
+    _, margins = magface_margin(x, l_a, u_a, l_m, u_m)
+    out = cosines(x, kernel)
+    for i, y in enumerate(np.asarray(labels)):
+        if y >= 0:
+            c, m = out[i, y], margins[i]
+            phi = math.cos(math.acos(c) + m)
+            if easy_margin:
+                out[i, y] = phi if c > 0 else c
+            else:
+                out[i, y] = phi if c > math.cos(math.pi - m) else c - m * math.sin(math.pi - m)
+    return s * out
+
+
+def magface_regulariser(x, l_a=10.0, u_a=110.0, lambda_g=35.0):
+    """lambda_g g(a), g(a) = a / u_a^2 + 1 / a (eq. 6), per example."""
+    a, _ = magface_margin(x, l_a, u_a)
+    return lambda_g * (a / u_a**2 + 1.0 / a)
+
+
+def curricular_t(x, kernel, labels, t, momentum=0.01):
+    """CurricularFace's t <- momentum * mean target cosine + (1 - momentum) t (rows with a label)."""
+    cos = cosines(x, kernel)
+    rows = [i for i, y in enumerate(labels) if y >= 0]
+    return momentum * np.mean([cos[i, labels[i]] for i in rows]) + (1 - momentum) * t
+
+
+def curricular_hard(x, kernel, labels, m=0.5):
+    """Mask of the hard negatives: cos_j > cos(theta_y + m)."""
+    cos = cosines(x, kernel)
+    hard = np.zeros_like(cos, bool)
+    for i, y in enumerate(labels):
+        if y >= 0:
+            hard[i] = cos[i] > math.cos(math.acos(cos[i, y]) + m)
+            hard[i, y] = False
+    return hard
+
+
+def curricularface(x, kernel, labels, t, hard, s=64.0, m=0.5):
+    """CurricularFace eq. (8)-(10): hard negatives cos (t + cos), target ArcFace's (with fallback)."""
+    cos = cosines(x, kernel)
+    out = np.where(hard, cos * (t + cos), cos)
+    arc = arcface(x, kernel, labels, 1.0, m)
+    for i, y in enumerate(labels):
+        if y >= 0:
+            out[i, y] = arc[i, y]
+    return s * out
+
+
+def subcenter_arcface(x, kernel, labels, k=3, s=64.0, m=0.5):
+    """Sub-center ArcFace eq. (2): per class the largest of its K sub-centre cosines, then ArcFace."""
+    sub = cosines(x, kernel).reshape(len(x), -1, k).max(axis=2)
+    out = sub.copy()
+    for i, y in enumerate(labels):
+        if y >= 0:
+            c = sub[i, y]
+            out[i, y] = math.cos(math.acos(c) + m) if c > math.cos(math.pi - m) else c - m * math.sin(math.pi - m)
+    return s * out

@@ -20,6 +20,10 @@ HEAD_KWARGS = {
     "arcface": {"margin": 0.5},
     "combined": {"m1": 0.95, "m2": 0.3, "m3": 0.2},
     "multihead": {"head_name": "cosface", "num_heads": 2, "margin": 0.3},
+    "adaface": {"margin": 0.4, "t_alpha": 0.5},
+    "magface": {"l_a": 1.0, "u_a": 10.0},
+    "curricularface": {"margin": 0.5, "momentum": 0.5},
+    "subcenter_arcface": {"centres_per_class": 3},
 }
 
 
@@ -67,7 +71,8 @@ def test_float16_policy_finite_at_scale_64_large_c(name, mixed_precision):
         assert np.all(np.isfinite(tf.convert_to_tensor(g).numpy()))
 
 
-@pytest.mark.parametrize("name", ["arcface", "cosface", "combined", "sphereface", "normface"])
+@pytest.mark.parametrize("name", ["arcface", "cosface", "combined", "sphereface", "normface", "adaface", "magface",
+                                  "curricularface"])
 def test_finite_gradients_at_theta_exactly_0_and_pi(name):
     head = heads.get_head(name, C, **HEAD_KWARGS[name])
     head.build([(None, D), (None,)])

@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT}
 MARGINS = {"cosface": (ref.cosface, {"s": 16.0, "m": 0.35}), "arcface": (ref.arcface, {"s": 16.0, "m": 0.5})}
+ADAPTIVE = ["adaface", "curricularface", "magface", "subcenter_arcface"]  # issue 29; NumPy-checked in test_adaptive_heads
 
 
 def _worker(replicas: int, tmp_path_factory) -> dict:
@@ -129,21 +130,43 @@ def _check_equality(data: dict, name: str, replicas: int) -> None:
         record(f"partial_fc/{key}/{got}", error)
         scale = max(1.0, np.max(np.abs(data[f"{key}_ref_{want}"])))
         assert error <= 2e-6 * scale, (got, error)
+    state, ref_state = data[f"{key}_state"], data[f"{key}_ref_state"]  # moving statistics after 2 steps
+    assert state.shape == ref_state.shape == ((2,) if name == "adaface" else (1,) if name == "curricularface" else (0,))
+    if state.size:
+        record(f"partial_fc/{key}/state", np.max(np.abs(state - ref_state) / np.abs(ref_state)))
+        np.testing.assert_allclose(state, ref_state, rtol=1e-5)
+    np.testing.assert_array_equal(data[f"{key}_predictions"], data[f"{key}_ref_predictions"])
+    if name not in MARGINS:
+        return
     fn, kw = MARGINS[name]
     e, w, y = (data[f"{key}_{k}"].astype(np.float64) for k in ("embeddings", "kernel", "y"))
     y = y.astype(int)
     np.testing.assert_allclose(data[f"{key}_loss"], _cross_entropy(fn(e, w, y, **kw), y), atol=2e-5)
-    np.testing.assert_array_equal(data[f"{key}_predictions"], data[f"{key}_ref_predictions"])
 
 
-@pytest.mark.parametrize("name", sorted(MARGINS))
+@pytest.mark.parametrize("name", sorted(MARGINS) + ADAPTIVE)
 def test_two_replicas_equal_the_plain_head(on2, name):
     _check_equality(on2, name, 2)
 
 
-@pytest.mark.parametrize("name", sorted(MARGINS))
+@pytest.mark.parametrize("name", sorted(MARGINS) + ADAPTIVE)
 def test_four_replicas_equal_the_plain_head(on4, name):
     _check_equality(on4, name, 4)
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+@pytest.mark.parametrize("name", ["adaface", "curricularface"])
+def test_mirrored_statistics_are_those_of_the_global_batch(on2, on4, name, replicas):
+    """Without Partial FC: each replica's head on its rows, 2 steps; loss and statistics = one device's."""
+    data, key = {2: on2, 4: on4}[replicas], f"mirrored_{name}_{replicas}"
+    for i in range(2):
+        want = data[f"{key}_ref_loss{i}"]
+        error = np.max(np.abs(data[f"{key}_loss{i}"] - want)) / max(1.0, np.max(np.abs(want)))
+        record(f"partial_fc/{key}/loss", error)
+        assert error <= 1e-5
+    state, want = data[f"{key}_state"], data[f"{key}_ref_state"]
+    record(f"partial_fc/{key}/state", np.max(np.abs(state - want) / np.abs(want)))
+    np.testing.assert_allclose(state, want, rtol=1e-5)
 
 
 def test_sampling_keeps_every_positive_and_draws_new_negatives(on4):

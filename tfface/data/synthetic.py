@@ -142,6 +142,34 @@ def render(identity: Identity, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+DEGRADATIONS = ("blur", "noise", "occlusion")
+MAX_LEVEL = 3
+
+
+def degrade(image: np.ndarray, kind: str, level: int, rng: np.random.Generator) -> np.ndarray:
+    """``image`` (uint8, any size) degraded by ``kind`` at strength ``level`` in 0 (none) .. 3:
+    Gaussian blur of sigma 2, 4, 6 px at 112 px (scaled with the width); Gaussian noise of std
+    40, 80, 120 grey levels (at 112 px: shrinking the image averages much of it out); or an occluder of random colour over 35, 50, 65 % of the image. For
+    quality-score experiments (``bench/quality_heads.py``): the level is the ground-truth rank."""
+    if kind not in DEGRADATIONS or not 0 <= int(level) <= MAX_LEVEL:
+        raise ValueError(f"degrade: expected a kind in {DEGRADATIONS} and a level in 0..{MAX_LEVEL}, got {kind!r}, {level}")
+    if level == 0:
+        return image.copy()
+    out = image.astype(np.float32)
+    height, width = out.shape[:2]
+    if kind == "blur":
+        out = cv2.GaussianBlur(out, (0, 0), 2.0 * level * width / CANVAS)
+    elif kind == "noise":
+        out += rng.normal(0, 40.0 * level, out.shape)
+    else:
+        area = (0.2 + 0.15 * level) * height * width
+        w = rng.uniform(np.sqrt(area) * 0.7, min(width, np.sqrt(area) * 1.4))
+        h = min(height, area / w)
+        x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        out[int(y0):int(y0 + h), int(x0):int(x0 + w)] = rng.uniform(0, 255, 3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _encode(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
     assert ok

@@ -3,7 +3,10 @@
 ``<export_base>/<model_name>/<version>/`` holds a SavedModel with these signatures
 (B = batch, H x W = the model's image size, D = embedding size):
 
-* ``serving_default``: ``images`` uint8 (B, H, W, 3) -> ``embeddings`` float32 (B, D), L2-normalised;
+* ``serving_default``: ``images`` uint8 (B, H, W, 3) -> ``embeddings`` float32 (B, D), L2-normalised,
+  and ``quality`` float32 (B,), the norm of the embedding before normalisation (a face-quality
+  score for models trained with AdaFace or MagFace; for other heads only loosely related to quality,
+  see docs/quality_heads.md);
 * ``embed_encoded``: ``encoded`` string (B,) JPEG/PNG/GIF/BMP bytes of aligned faces -> the same,
   decoded and resized to H x W in the graph by the image contract (:mod:`tfface.core.images`);
 * ``embed_float``: ``images`` float32 (B, H, W, 3), already standardized -> the same;
@@ -160,13 +163,14 @@ class EmbedderSignatures(tf.Module):
         def faces(name, dtype=tf.uint8):
             return tf.TensorSpec([None, height, width, 3], dtype, name=name)
 
-        def normalized(embeddings):
-            return tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)
+        def outputs(embeddings):
+            embeddings = tf.cast(embeddings, tf.float32)
+            return {"embeddings": tf.math.l2_normalize(embeddings, axis=1), "quality": tf.norm(embeddings, axis=1)}
 
         @tf.function(input_signature=[faces("images")])
         def serving_default(images):
             images = check_batch(images, "images", (height, width))
-            return {"embeddings": normalized(embedder(tf.cast(images, tf.float32), training=False))}
+            return outputs(embedder(tf.cast(images, tf.float32), training=False))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
         def embed_encoded(encoded):
@@ -181,7 +185,7 @@ class EmbedderSignatures(tf.Module):
         @tf.function(input_signature=[faces("images", tf.float32)])
         def embed_float(images):
             images = check_batch(images, "images", (height, width))
-            return {"embeddings": normalized(backbone(images, training=False))}
+            return outputs(backbone(images, training=False))
 
         @tf.function(input_signature=[faces("images_a"), faces("images_b")])
         def verify(images_a, images_b):

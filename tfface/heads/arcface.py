@@ -9,6 +9,17 @@ from tfface.heads.base import NormalizedHead
 from tfface.heads.registry import register_head
 
 
+def arc_margin(cos_t: tf.Tensor, theta_t: tf.Tensor, margin, easy_margin: bool = False) -> tf.Tensor:
+    """``cos(theta + m)`` with InsightFace's fallback ``cos(theta) - m sin(pi - m)`` once theta
+    passes pi - m (or, ``easy_margin``, ``cos(theta)`` where it is <= 0); ``margin`` a number or
+    a per-row tensor (B,)."""
+    phi = tf.cos(theta_t + margin)
+    if easy_margin:
+        return tf.where(cos_t > 0.0, phi, cos_t)
+    cos, sin = (math.cos, math.sin) if isinstance(margin, (int, float)) else (tf.cos, tf.sin)
+    return tf.where(cos_t > cos(math.pi - margin), phi, cos_t - margin * sin(math.pi - margin))
+
+
 @register_head("arcface")
 class ArcFace(NormalizedHead):
     """Logits ``s * cos(theta + m)`` for the target class, ``s * cos(theta)`` for the others.
@@ -45,11 +56,7 @@ class ArcFace(NormalizedHead):
         self.easy_margin = bool(easy_margin)
 
     def target_logit(self, cos_t, theta_t):
-        m = self.margin
-        phi = tf.cos(theta_t + m)
-        if self.easy_margin:
-            return tf.where(cos_t > 0.0, phi, cos_t)
-        return tf.where(cos_t > math.cos(math.pi - m), phi, cos_t - m * math.sin(math.pi - m))
+        return arc_margin(cos_t, theta_t, self.margin, self.easy_margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "easy_margin": self.easy_margin}

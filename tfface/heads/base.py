@@ -55,12 +55,66 @@ def gather_targets(scores: tf.Tensor, w_unit: tf.Tensor, labels: tf.Tensor):
     return mask, w_t, tf.reduce_sum(tf.where(mask, scores, tf.zeros_like(scores)), axis=1)
 
 
+def cross_replica_sum(value: tf.Tensor) -> tf.Tensor:
+    """Sum of ``value`` over the replicas in sync (itself with one replica or outside ``strategy.run``)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+class BatchView:
+    """Where a head's rows and their target centres live, for statistics of the global batch.
+
+    A plain head (``rows_global=False``) sees this replica's rows, each with its target centre;
+    under Partial FC (``rows_global=True``) every replica sees the all-gathered global batch but
+    holds the target centres of its own classes only. Per-row sums are taken over the global
+    batch either way, so a head's moving statistics are the same on every replica and equal to
+    those of one device running the whole batch.
+    """
+
+    def __init__(self, rows_global: bool = False):
+        self.rows_global = bool(rows_global)
+
+    def sum_rows(self, values: tf.Tensor) -> tf.Tensor:
+        """Sum over the global batch of a per-row value (B,) every replica knows for its rows."""
+        total = tf.reduce_sum(values, axis=0)
+        return total if self.rows_global else cross_replica_sum(total)
+
+    def sum_targets(self, values: tf.Tensor, has_target: tf.Tensor) -> tf.Tensor:
+        """Sum over the global batch of a per-row value known where the row's target centre is."""
+        return cross_replica_sum(tf.reduce_sum(tf.where(has_target, values, tf.zeros_like(values)), axis=0))
+
+    def at_targets(self, values: tf.Tensor, has_target: tf.Tensor) -> tf.Tensor:
+        """Per row (B,), the value computed where its target centre is (0 for rows without one)."""
+        values = tf.where(has_target, values, tf.zeros_like(values))
+        return cross_replica_sum(values) if self.rows_global else values
+
+
+def subcentre_targets(cos: tf.Tensor, w_unit: tf.Tensor, labels: tf.Tensor, k: int):
+    """Sub-centres (``k`` columns per class, class-major): per class the largest of its cosines
+    (B, C'), the target mask (B, C'), each row's nearest target sub-centre (B, D) and its cosine (B,)."""
+    num_classes = w_unit.shape[1] // k if w_unit.shape[1] is not None else tf.shape(w_unit)[1] // k
+    sub = tf.reshape(cos, [tf.shape(cos)[0], num_classes, k])
+    cos = tf.reduce_max(sub, axis=2)
+    mask = target_mask(labels, num_classes)
+    safe_labels = tf.maximum(tf.cast(tf.reshape(labels, [-1]), tf.int32), 0)
+    nearest = tf.argmax(tf.gather(sub, safe_labels, axis=1, batch_dims=1), axis=1, output_type=tf.int32)
+    w_t = tf.transpose(tf.gather(w_unit, safe_labels * k + nearest, axis=1))
+    return cos, mask, w_t, tf.reduce_sum(tf.where(mask, cos, tf.zeros_like(cos)), axis=1)
+
+
 class Head(keras.layers.Layer):
     """Base of every head: ``num_classes``, a float32 (or float64) compute dtype, ``kernel`` (D, C).
+
+    ``kernel`` holds ``centres_per_class`` columns per class (class-major: class c, sub-centre k
+    is column ``c * K + k``); 1 except for sub-center ArcFace.
 
     Args:
         num_classes: number of identities C.
     """
+
+    centres_per_class = 1
 
     def __init__(self, num_classes: int, **kwargs):
         kwargs["dtype"] = head_dtype(kwargs.get("dtype"))
@@ -72,7 +126,7 @@ class Head(keras.layers.Layer):
     def build(self, input_shape):
         dim = int(input_shape[0][-1])
         self.kernel = self.add_weight(
-            name="kernel", shape=(dim, self.num_classes), initializer=keras.initializers.GlorotUniform()
+            name="kernel", shape=(dim, self.num_classes * self.centres_per_class), initializer=keras.initializers.GlorotUniform()
         )
 
     def compute_output_shape(self, input_shape):
@@ -107,8 +161,9 @@ class NormalizedHead(Head):
     def cosines(self, embeddings: tf.Tensor, labels: tf.Tensor, kernel: tf.Tensor | None = None):
         """Returns ``cos`` (B, C), the target cosine and angle (B,), and the target mask (B, C).
 
-        ``kernel`` (D, C') replaces the head's own centres (Partial FC passes its shard; labels
-        then index its columns).
+        ``kernel`` (D, C' * centres_per_class) replaces the head's own centres (Partial FC passes
+        its shard; labels then index its classes). With sub-centres, ``cos`` is each class's
+        largest sub-centre cosine and the target angle is to the row's nearest target sub-centre.
         """
         dtype = self.compute_dtype
         x = tf.cast(embeddings, dtype)
@@ -116,7 +171,10 @@ class NormalizedHead(Head):
             x = tf.math.l2_normalize(x, axis=1)
         w = tf.math.l2_normalize(tf.cast(self.kernel if kernel is None else kernel, dtype), axis=0)
         cos = tf.clip_by_value(tf.matmul(x, w), -1.0, 1.0)
-        mask, w_t, cos_t = gather_targets(cos, w, labels)
+        if self.centres_per_class > 1:
+            cos, mask, w_t, cos_t = subcentre_targets(cos, w, labels, self.centres_per_class)
+        else:
+            mask, w_t, cos_t = gather_targets(cos, w, labels)
         if self.normalize_input:
             theta_t = unit_angle(x, w_t)
         else:
@@ -127,11 +185,21 @@ class NormalizedHead(Head):
         """Target logit before scaling, from cos(theta_y) and theta_y, each (B,)."""
         raise NotImplementedError
 
+    def margin_logits(self, cos, cos_t, theta_t, mask, embeddings, training=False, view: BatchView | None = None):
+        """Scaled logits (B, C') from :meth:`cosines`' outputs; ``embeddings`` are the rows as given
+        (before normalisation: the quality-aware heads read their norms) and ``view`` says where
+        the global batch is (:class:`BatchView`; Partial FC passes ``rows_global=True``).
+        Heads with moving statistics update them when ``training``."""
+        return self.scale * tf.where(mask, self.target_logit(cos_t, theta_t)[:, None], cos)
+
+    def feature_loss(self, embeddings: tf.Tensor) -> tf.Tensor | None:
+        """A per-example loss term on the embeddings themselves (B,), or None (MagFace's regulariser)."""
+        return None
+
     def call(self, inputs, training=None):
         embeddings, labels = inputs
         cos, cos_t, theta_t, mask = self.cosines(embeddings, labels)
-        target = self.target_logit(cos_t, theta_t)
-        return self.scale * tf.where(mask, target[:, None], cos)
+        return self.margin_logits(cos, cos_t, theta_t, mask, embeddings, bool(training), BatchView())
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "normalize_input": self.normalize_input}

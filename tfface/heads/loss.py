@@ -20,3 +20,11 @@ def head_predictions(logits: tf.Tensor) -> tf.Tensor:
     if logits.shape.rank == 3:
         logits = tf.reduce_sum(tf.nn.log_softmax(logits), axis=1)
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def feature_loss(head, embeddings: tf.Tensor) -> tf.Tensor:
+    """The head's per-example loss term on the embeddings (B,) (MagFace's regulariser), zeros
+    for heads without one; add it to :func:`head_loss`'s cross-entropy."""
+    term = getattr(head, "feature_loss", None)
+    value = term(embeddings) if term is not None else None
+    return tf.zeros(tf.shape(embeddings)[:1]) if value is None else tf.cast(value, tf.float32)

@@ -21,8 +21,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfface.core.errors import UserError
-from tfface.heads.base import NormalizedHead, head_dtype
-from tfface.heads.registry import get_head_class
+from tfface.heads.base import BatchView, NormalizedHead, head_dtype
+from tfface.heads.registry import get_head_class, list_heads
+
+
+def normalized_heads() -> list[str]:
+    """Registered heads Partial FC can wrap (the normalised margin heads)."""
+    return [name for name in list_heads() if issubclass(get_head_class(name), NormalizedHead)]
 
 
 def shard_ranges(num_classes: int, num_shards: int) -> list[tuple[int, int]]:
@@ -72,12 +77,16 @@ class PartialFC(keras.layers.Layer):
     random generator ``sampler_{r}`` and, after :meth:`build_optimizer`, its optimizer
     ``optimizer_{r}``: a checkpoint of the layer saves every shard and restores it to the same
     replica (restart with the same replica count). At ``sample_rate=1`` loss and gradients
-    equal the wrapped head's.
+    equal the wrapped head's. The wrapped head's moving statistics (AdaFace's norm statistics,
+    CurricularFace's t) are replicated weights of ``head.head``, computed over the global batch
+    (:class:`~tfface.heads.base.BatchView`); with sub-centres a shard holds ``C_r * K`` columns
+    and a sampled class brings all K.
 
     Args:
         head: the margin head whose ``target_logit`` and ``scale`` are used (a
-            :class:`~tfface.heads.NormalizedHead`: normface, cosface, arcface, combined); it is
-            never built, so its full kernel is never allocated.
+            :class:`~tfface.heads.NormalizedHead`: normface, cosface, arcface, combined, adaface,
+            magface, curricularface, subcenter_arcface); it is never built, so its full kernel is
+            never allocated.
         sample_rate: rho in (0, 1], the share of each shard's centres used per step (positives
             always, plus random negatives; at least the global batch size of centres).
         strategy: the tf.distribute strategy (one host); default the current one.
@@ -107,7 +116,7 @@ class PartialFC(keras.layers.Layer):
         super().__init__(**kwargs)
         if not isinstance(head, NormalizedHead):
             raise ValueError(
-                f"head: Partial FC needs a normalised margin head (normface, cosface, arcface, combined), "
+                f"head: Partial FC needs a normalised margin head ({', '.join(normalized_heads())}), "
                 f"got {type(head).__name__}"
             )
         if not 0.0 < float(sample_rate) <= 1.0:
@@ -139,21 +148,29 @@ class PartialFC(keras.layers.Layer):
         return len(self.devices)
 
     def shard(self, r: int) -> tf.Variable:
-        """Centres of replica ``r``'s classes, (D, C_r)."""
+        """Centres of replica ``r``'s classes, (D, C_r * K)."""
         return getattr(self, f"shard_{r}")
+
+    @property
+    def centres_per_class(self) -> int:
+        """K, the wrapped head's columns per class (sub-centres; 1 for the others)."""
+        return self.head.centres_per_class
 
     def build(self, input_shape):
         dim = int(input_shape[0][-1])
-        limit = math.sqrt(6.0 / (dim + self.num_classes))  # Glorot uniform of the whole (D, C) matrix
+        k = self.centres_per_class
+        limit = math.sqrt(6.0 / (dim + self.num_classes * k))  # Glorot uniform of the whole (D, C K) matrix
 
         def create():
             for r, ((_, size), device) in enumerate(zip(self.ranges, self.devices)):
                 with tf.device(device):
-                    init = tf.random.stateless_uniform([dim, size], [self.seed, r], -limit, limit, self.compute_dtype)
+                    init = tf.random.stateless_uniform([dim, size * k], [self.seed, r], -limit, limit, self.compute_dtype)
                     setattr(self, f"shard_{r}", tf.Variable(init, name=f"partial_fc_shard_{r}"))
                     setattr(self, f"sampler_{r}", tf.random.Generator.from_seed(self.seed * 7919 + r))
 
         _outside_strategy_scope(create)
+        if hasattr(self.head, "build_state"):  # replicated moving statistics, in the strategy's scope
+            self.head.build_state()
         super().build(input_shape)
 
     def build_optimizer(self, optimizer: keras.optimizers.Optimizer) -> None:
@@ -171,14 +188,14 @@ class PartialFC(keras.layers.Layer):
         _outside_strategy_scope(create)
 
     def get_centres(self) -> np.ndarray:
-        """All class centres (D, C), the shards concatenated in class order."""
+        """All class centres (D, C * K), the shards concatenated in class order."""
         return np.concatenate([self.shard(r).numpy() for r in range(self.num_shards)], axis=1)
 
     def set_centres(self, centres) -> None:
-        """Loads (D, C) centres into the shards (e.g. from an unsharded head's ``kernel``)."""
-        centres = np.asarray(centres)
+        """Loads (D, C * K) centres into the shards (e.g. from an unsharded head's ``kernel``)."""
+        centres, k = np.asarray(centres), self.centres_per_class
         for r, (start, size) in enumerate(self.ranges):
-            self.shard(r).assign(centres[:, start:start + size])
+            self.shard(r).assign(centres[:, start * k:(start + size) * k])
 
     def _replica(self) -> tuple[tf.distribute.ReplicaContext, int]:
         ctx = tf.distribute.get_replica_context()
@@ -201,7 +218,7 @@ class PartialFC(keras.layers.Layer):
         optimizer.iterations.assign_add(1)
 
     def _sample(self, r: int, labels: tf.Tensor):
-        """Centres used this step (D, k), their class indices in the shard (k,), remapped labels."""
+        """Centres used this step (D, n K), their n class indices in the shard, remapped labels."""
         shard, size = self.shard(r), self.ranges[r][1]
         if self.sample_rate >= 1.0:
             return shard, tf.range(size), labels
@@ -212,10 +229,14 @@ class PartialFC(keras.layers.Layer):
         index = tf.math.top_k(scores, k, sorted=False).indices
         column = tf.scatter_nd(index[:, None], tf.range(k), [size])
         labels = tf.where(labels >= 0, tf.gather(column, tf.maximum(labels, 0)), -1)
-        return tf.gather(shard, index, axis=1), index, labels
+        per_class = self.centres_per_class
+        columns = tf.reshape(index[:, None] * per_class + tf.range(per_class)[None, :], [-1])
+        return tf.gather(shard, columns, axis=1), index, labels
 
-    def loss_and_predictions(self, embeddings: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Per-example cross-entropy (B,) and predicted class (B,) for this replica's examples."""
+    def loss_and_predictions(self, embeddings: tf.Tensor, labels: tf.Tensor, training: bool = True
+                             ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per-example cross-entropy (B,) and predicted class (B,) for this replica's examples;
+        ``training`` updates the wrapped head's moving statistics."""
         ctx, r = self._replica()
         start, size = self.ranges[r]
         x = tf.cast(embeddings, self.compute_dtype)
@@ -226,7 +247,7 @@ class PartialFC(keras.layers.Layer):
         local = tf.where((ys >= start) & (ys < start + size), ys - start, -1)
         centres, index, local = self._sample(r, local)
         cos, cos_t, theta_t, mask = self.head.cosines(xs, local, kernel=centres)
-        logits = self.head.scale * tf.where(mask, self.head.target_logit(cos_t, theta_t)[:, None], cos)
+        logits = self.head.margin_logits(cos, cos_t, theta_t, mask, xs, training, BatchView(rows_global=True))
         row_max = tf.stop_gradient(tf.reduce_max(ctx.all_gather(tf.reduce_max(logits, axis=1)[None], axis=0), axis=0))
         shifted = logits - row_max[:, None]
         sum_exp = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.exp(shifted), axis=1))
@@ -241,7 +262,11 @@ class PartialFC(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         embeddings, labels = inputs
-        return self.loss_and_predictions(embeddings, labels)[0]
+        return self.loss_and_predictions(embeddings, labels, training is not False)[0]
+
+    def feature_loss(self, embeddings: tf.Tensor) -> tf.Tensor | None:
+        """The wrapped head's per-example term on this replica's embeddings (see :func:`~tfface.heads.feature_loss`)."""
+        return self.head.feature_loss(embeddings)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0],)
@@ -258,7 +283,7 @@ class PartialFC(keras.layers.Layer):
 def check_partial_fc(head: str, sample_rate: float, strategy: str, mixed_precision: bool) -> None:
     """Raises :class:`~tfface.core.errors.UserError` naming the flag when ``--partial_fc`` cannot run."""
     if not issubclass(get_head_class(head), NormalizedHead):
-        raise UserError(f"--head: --partial_fc needs normface, cosface, arcface or combined, got {head!r}")
+        raise UserError(f"--head: --partial_fc needs one of {', '.join(normalized_heads())}, got {head!r}")
     if not 0.0 < sample_rate <= 1.0:
         raise UserError(f"--sample_rate: expected a value in (0, 1], got {sample_rate}")
     if strategy not in ("default", "mirrored"):

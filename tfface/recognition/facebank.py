@@ -95,9 +95,10 @@ class FaceBank:
         return cls(embedder.fingerprint)
 
     @classmethod
-    def build(cls, photos_dir: str, embedder: Embedder, detector: tfface_align.MTCNN | None = None
-              ) -> tuple["FaceBank", BuildReport]:
-        """A bank of every ``photos_dir/<name>/`` folder's photos (MultiFace's facebank layout)."""
+    def build(cls, photos_dir: str, embedder: Embedder, detector: tfface_align.MTCNN | None = None,
+              min_quality: float | None = None) -> tuple["FaceBank", BuildReport]:
+        """A bank of every ``photos_dir/<name>/`` folder's photos (MultiFace's facebank layout);
+        faces whose quality score is below ``min_quality`` are skipped (see :func:`embed_photos`)."""
         check_dir(photos_dir, "photos_dir")
         bank = cls.for_model(embedder)
         people = sorted(d for d in os.listdir(photos_dir)
@@ -111,7 +112,7 @@ class FaceBank:
                 if not fname.startswith(".") and os.path.isfile(os.path.join(folder, fname)):
                     paths.append(os.path.join(folder, fname))
                     owners.append(name)
-        result = embed_photos(embedder, detector or tfface_align.MTCNN(), paths)
+        result = embed_photos(embedder, detector or tfface_align.MTCNN(), paths, min_quality=min_quality)
         used = {}
         for name in people:
             rows = [k for k, i in enumerate(result.used) if owners[i] == name]
@@ -121,12 +122,13 @@ class FaceBank:
         return bank, BuildReport(used, result.skipped)
 
     def add_person(self, name: str, photos: Sequence[str | np.ndarray], embedder: Embedder,
-                   detector: tfface_align.MTCNN | None = None) -> BuildReport:
+                   detector: tfface_align.MTCNN | None = None, min_quality: float | None = None) -> BuildReport:
         """Adds photos (paths or RGB arrays) of ``name`` (a new person, or more photos of a known
-        one); the other identities are left as they are."""
+        one; faces below ``min_quality`` skipped); the other identities are left as they are."""
         _check_name(name)
         self.check_model(embedder)
-        result: PhotoEmbeddings = embed_photos(embedder, detector or tfface_align.MTCNN(), photos)
+        result: PhotoEmbeddings = embed_photos(embedder, detector or tfface_align.MTCNN(), photos,
+                                               min_quality=min_quality)
         if len(result.used) == 0:
             raise UserError(f"add {name}: none of the {len(photos)} photos has a usable face "
                             f"({'; '.join(f'{p}: {why}' for p, why in result.skipped[:3])})")

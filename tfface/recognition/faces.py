@@ -36,12 +36,19 @@ def aligned_faces(embedder: Embedder, image: np.ndarray, boxes: np.ndarray, land
 def embed_faces(embedder: Embedder, faces: np.ndarray, flip: bool = True) -> np.ndarray:
     """L2-normalised embeddings (N, D) of aligned ``faces``; with ``flip``, of the sum of each
     face's and its mirror image's embeddings (MultiFace's test-time augmentation)."""
+    return embed_faces_with_quality(embedder, faces, flip)[0]
+
+
+def embed_faces_with_quality(embedder: Embedder, faces: np.ndarray, flip: bool = True
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`embed_faces` and each face's quality score (N,): the model's ``quality`` output
+    for the face as given (NaN for a model without it)."""
     if len(faces) == 0:
-        return np.zeros((0, int(embedder.metadata.get("embedding_size", 0))), np.float32)
-    embeddings = embedder.embed(faces)
+        return np.zeros((0, int(embedder.metadata.get("embedding_size", 0))), np.float32), np.zeros(0, np.float32)
+    embeddings, quality = embedder.embed_with_quality(faces)
     if flip:
         embeddings = embeddings + embedder.embed(np.ascontiguousarray(faces[:, :, ::-1]))
-    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12), quality
 
 
 class PhotoEmbeddings(NamedTuple):
@@ -54,9 +61,18 @@ class PhotoEmbeddings(NamedTuple):
 
 
 def embed_photos(embedder: Embedder, detector: tfface_align.MTCNN, photos: Sequence[str | np.ndarray],
-                 flip: bool = True, batch_size: int = 32) -> PhotoEmbeddings:
+                 flip: bool = True, batch_size: int = 32, min_quality: float | None = None) -> PhotoEmbeddings:
     """Embeds the main face (facenet's choice: large and central) of every photo (a path or an RGB
-    array); unreadable photos and photos without a face are skipped and reported, never embedded."""
+    array); unreadable photos and photos without a face are skipped and reported, never embedded,
+    and so are faces whose quality score is below ``min_quality`` (reported with their score)."""
+    if min_quality is not None:
+        embedder.check_quality()
     faces, found, skipped = embedder.align_files(photos, batch_size, detector)[:3]
-    return PhotoEmbeddings(embed_faces(embedder, _model_size(embedder, faces), flip),
-                           [int(i) for i in np.flatnonzero(found)], skipped)
+    embeddings, quality = embed_faces_with_quality(embedder, _model_size(embedder, faces), flip)
+    used = np.flatnonzero(found)
+    if min_quality is not None:
+        low = quality < min_quality
+        skipped = skipped + [(photos[i] if isinstance(photos[i], str) else f"image #{i}",
+                              f"quality {q:.2f} below --min_quality {min_quality:g}") for i, q in zip(used[low], quality[low])]
+        embeddings, used = embeddings[~low], used[~low]
+    return PhotoEmbeddings(embeddings, [int(i) for i in used], skipped)

@@ -66,7 +66,9 @@ def read_metadata(saved_model_dir: str) -> dict:
 
 
 class Embedder:
-    """A loaded tfface SavedModel: ``embed(uint8 images) -> L2-normalised embeddings``.
+    """A loaded tfface SavedModel: ``embed(uint8 images) -> L2-normalised embeddings``, and with
+    :meth:`embed_with_quality` the face-quality score (the embedding's norm before normalisation,
+    the ``quality`` output of exports that have it: :attr:`has_quality`).
 
     Attributes:
         path: the version directory loaded.
@@ -99,15 +101,33 @@ class Embedder:
         """How the training faces were aligned (``align``, ``image_size``, ``margin``), if known."""
         return self.metadata.get("alignment")
 
+    @property
+    def has_quality(self) -> bool:
+        """Whether the model outputs ``quality`` (exports of tfface since the quality-aware heads)."""
+        return "quality" in self._embed.structured_outputs
+
+    def check_quality(self, flag: str = "--min_quality") -> None:
+        """Raises a one-line :class:`UserError` naming ``flag`` when the model has no quality output."""
+        if not self.has_quality:
+            raise UserError(f"{flag}: the model '{self.path}' has no quality output (export it again with "
+                            "this tfface to get one)")
+
     def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (B, H, W, 3) at :attr:`image_size` -> (B, D) float32."""
+        return self.embed_with_quality(images)[0]
+
+    def embed_with_quality(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (B, H, W, 3) -> L2-normalised embeddings (B, D) and quality (B,), the
+        embeddings' norm before normalisation (NaN for a model without that output)."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:3] != self.image_size or images.dtype != np.uint8:
             raise ValueError(
                 f"images: expected uint8 (B, {self.image_size[0]}, {self.image_size[1]}, 3), "
                 f"got {images.dtype} {images.shape}"
             )
-        return self._embed(images=tf.constant(images))["embeddings"].numpy()
+        out = self._embed(images=tf.constant(images))
+        quality = out["quality"].numpy() if "quality" in out else np.full(len(images), np.nan, np.float32)
+        return out["embeddings"].numpy(), quality
 
     def embed_faces(self, faces: np.ndarray, batch_size: int = 100) -> np.ndarray:
         """uint8 faces (N, h, w, 3) of any one size -> (N, D), resized to :attr:`image_size`
@@ -215,8 +235,8 @@ class KerasEmbedder(Embedder):
 
         @tf.function(input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.uint8, name="images")])
         def embed(images):  # the keyword Embedder.embed passes
-            embeddings = model(tf.cast(images, tf.float32), training=False)
-            return {"embeddings": tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)}
+            embeddings = tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+            return {"embeddings": tf.math.l2_normalize(embeddings, axis=1), "quality": tf.norm(embeddings, axis=1)}
 
         self._embed = embed.get_concrete_function()  # structured_outputs, like a loaded signature
 

@@ -28,23 +28,61 @@ from tfface.core.errors import UserError, check_positive
 from tfface.recognition.annotate import draw_faces
 from tfface.recognition.facebank import FaceBank
 from tfface.recognition.inference import Embedder
-from tfface.recognition.faces import aligned_faces, embed_faces
+from tfface.recognition.faces import aligned_faces, embed_faces_with_quality
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
 class Face(NamedTuple):
     """A face in a frame: ``box`` (x1, y1, x2, y2) pixels, detector ``score``, ``name`` (or
-    ``Unknown``) and ``distance`` to that person's facebank embedding."""
+    ``Unknown``) and ``distance`` to that person's facebank embedding, and the face's
+    ``quality`` score (NaN for a model without a quality output)."""
 
     box: tuple[float, float, float, float]
     score: float
     name: str
     distance: float
+    quality: float = float("nan")
 
     def as_json(self) -> dict:
-        return {"name": self.name, "distance": round(float(self.distance), 5),
-                "box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 4)}
+        out = {"name": self.name, "distance": round(float(self.distance), 5),
+               "box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 4)}
+        if np.isfinite(self.quality):
+            out["quality"] = round(float(self.quality), 4)
+        return out
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
+    return width * height / union if union > 0 else 0.0
+
+
+class BestFrames:
+    """Tracks faces over key frames (a box overlapping the track's last box by IoU >= ``min_iou``)
+    and keeps each track's ``count`` best-quality embeddings: a face is recognised from the
+    re-normalised sum of those, not from the current frame alone (a blurred or turned frame then
+    borrows the identity of the track's sharp frames). A track not seen in a key frame ends."""
+
+    def __init__(self, count: int, min_iou: float = 0.3):
+        self.count, self.min_iou = int(count), float(min_iou)
+        self.tracks: list[tuple[tuple, list[tuple[float, np.ndarray]]]] = []
+
+    def update(self, boxes: Sequence[Sequence[float]], embeddings: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        """One key frame's faces -> the embeddings (N, D) to recognise them by."""
+        tracks, free, out = [], list(self.tracks), []
+        for box, embedding, score in zip(boxes, embeddings, quality):
+            overlaps = [box_iou(box, last) for last, _ in free]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            kept = free.pop(best)[1] if best >= 0 and overlaps[best] >= self.min_iou else []
+            kept = sorted(kept + [(float(score), embedding)], key=lambda item: -item[0])[: self.count]
+            tracks.append((tuple(box), kept))
+            total = np.sum([e for _, e in kept], axis=0)
+            out.append(total / max(float(np.linalg.norm(total)), 1e-12))
+        self.tracks = tracks
+        return np.asarray(out, np.float32) if out else np.asarray(embeddings, np.float32)[:0]
 
 
 class Frame(NamedTuple):
@@ -66,14 +104,19 @@ class Recognizer:
         distance_metric: 0 squared Euclidean, 1 angular (as the threshold was calibrated).
         detector: the face detector (default ``tfface_align.MTCNN()``).
         flip: embed each face with its mirror image too (slower, a little more accurate).
+        best_frames: > 0 recognises a tracked face from its ``best_frames`` best-quality key
+            frames so far (:class:`BestFrames`; the model needs a quality output).
     """
 
     def __init__(self, embedder: Embedder, bank: FaceBank, threshold: float | None, distance_metric: int = 0,
-                 detector: tfface_align.MTCNN | None = None, flip: bool = False):
+                 detector: tfface_align.MTCNN | None = None, flip: bool = False, best_frames: int = 0):
         bank.check_model(embedder)
         self.embedder, self.bank, self.threshold, self.distance_metric = embedder, bank, threshold, distance_metric
         self.detector = detector or tfface_align.MTCNN()
         self.flip = flip
+        if best_frames:
+            embedder.check_quality("--best_frames")
+        self.best = BestFrames(best_frames) if best_frames > 0 else None
 
     def recognize(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces of each RGB image; one detector call and one embedding call for all of them."""
@@ -81,12 +124,18 @@ class Recognizer:
             return []
         found = self.detector.detect(list(images))
         aligned = [aligned_faces(self.embedder, image, f.boxes, f.landmarks) for image, f in zip(images, found)]
-        embeddings = embed_faces(self.embedder, np.concatenate([chips for chips, _ in aligned]), self.flip)
+        embeddings, quality = embed_faces_with_quality(
+            self.embedder, np.concatenate([chips for chips, _ in aligned]), self.flip)
+        boxes = [tuple(float(v) for v in f.boxes[k, :4]) for f, (_, kept) in zip(found, aligned) for k in kept]
+        if self.best is not None:  # frame by frame, in order: the tracks follow the faces
+            starts = np.cumsum([0] + [len(kept) for _, kept in aligned])
+            embeddings = np.concatenate([self.best.update(boxes[a:b], embeddings[a:b], quality[a:b])
+                                         for a, b in zip(starts[:-1], starts[1:])])
         names, distances = self.bank.identify(embeddings, self.threshold, self.distance_metric)
         results, start = [], 0
         for f, (_, kept) in zip(found, aligned):
-            results.append([Face(tuple(float(v) for v in f.boxes[k, :4]), float(f.boxes[k, 4]), names[start + i],
-                                 float(distances[start + i])) for i, k in enumerate(kept)])
+            results.append([Face(boxes[start + i], float(f.boxes[k, 4]), names[start + i], float(distances[start + i]),
+                                 float(quality[start + i])) for i, k in enumerate(kept)])
             start += len(kept)
         return results
 

@@ -284,6 +284,7 @@ class Trainer:
                     per_example, predictions = self.head.loss_and_predictions(embeddings, labels)
                 else:
                     per_example = heads.head_loss(labels, self.head([embeddings, labels], training=True))
+                per_example += heads.feature_loss(self.head, embeddings)  # MagFace's regulariser; 0 otherwise
                 xent = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
                 reg = self._regularization(shard)
                 center = tf.constant(0.0)

@@ -5,10 +5,14 @@
     tfface-facebank add NAME --from_camera 0 --facebank DIR --model MODEL
     tfface-facebank remove NAME --facebank DIR
     tfface-facebank list --facebank DIR
-    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T]
+    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T] [--top_k K]
+    tfface-facebank reindex --facebank DIR [--index SPEC]
 
 ``identify`` prints one line per face, ``<photo>: <name> <distance> [x1, y1, x2, y2]``, with
-``Unknown`` beyond the model's calibrated ``threshold.json`` (or ``--threshold``).
+``Unknown`` beyond the model's calibrated ``threshold.json`` (or ``--threshold``), then with
+``--top_k`` K > 1 the next nearest people as ``<name>:<distance>``. ``--index`` (build, reindex)
+picks what searches the bank: ``faiss`` (in process), ``milvus://HOST:PORT`` or a milvus-lite
+``FILE.db``; the bank remembers it. ``reindex`` rebuilds the search index from the bank.
 """
 from __future__ import annotations
 
@@ -29,9 +33,11 @@ flags.DEFINE_float("min_face_fraction", 0.2,
                    "add --from_camera: smallest face side, share of the frame's shorter side.")
 flags.DEFINE_float("min_sharpness", 100.0, "add --from_camera: smallest variance of the face's Laplacian.")
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
+flags.DEFINE_string("index", None, "build, reindex: 'faiss' (default), 'milvus://HOST:PORT' or a milvus-lite FILE.db.")
+flags.DEFINE_integer("top_k", 1, "identify: also print the next nearest people up to this many.", lower_bound=1)
 
 USAGE = ("usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... "
-         "--facebank DIR")
+         "| reindex --facebank DIR")
 
 
 def _embedder():
@@ -57,7 +63,7 @@ def _report(report) -> None:
 def build(args) -> None:
     if len(args) != 1:
         raise UserError("usage: tfface-facebank build PHOTOS_DIR --facebank DIR --model MODEL")
-    bank, report = FaceBank.build(args[0], _embedder(), _detector())
+    bank, report = FaceBank.build(args[0], _embedder(), _detector(), FLAGS.index)
     bank.save(FLAGS.facebank)
     _report(report)
     print(f"Facebank '{FLAGS.facebank}': {len(bank.names)} people")
@@ -108,16 +114,25 @@ def identify(args) -> None:
     bank = FaceBank.load(FLAGS.facebank, embedder)
     threshold, metric, source = model_threshold(embedder, FLAGS.threshold, int(FLAGS.distance_metric))
     print(f"threshold {threshold:g} (distance metric {metric}) from {source}")
-    recognizer = Recognizer(embedder, bank, threshold, metric, _detector(), flip=True)
+    recognizer = Recognizer(embedder, bank, threshold, metric, _detector(), flip=True, top_k=FLAGS.top_k)
     for photo in args:
         faces = recognizer.recognize([images.load(photo)])[0]
         if not faces:
             print(f"{photo}: no face")
         for face in faces:
-            print(f"{photo}: {face.name} {face.distance:.4f} {[round(v) for v in face.box]}")
+            also = "".join(f" {name}:{distance:.4f}" for name, distance in face.candidates)
+            print(f"{photo}: {face.name} {face.distance:.4f} {[round(v) for v in face.box]}{also}")
 
 
-COMMANDS = {"build": build, "add": add, "remove": remove, "list": list_people, "identify": identify}
+def reindex(args) -> None:
+    bank = FaceBank.load(FLAGS.facebank, rebuild_index=True)
+    bank.index_spec = FLAGS.index or bank.index_spec
+    print(f"Facebank '{FLAGS.facebank}': {len(bank.names)} people searched by {bank.index_kind()}")
+    bank.save(FLAGS.facebank)
+
+
+COMMANDS = {"build": build, "add": add, "remove": remove, "list": list_people, "identify": identify,
+            "reindex": reindex}
 
 
 def main(argv) -> None:

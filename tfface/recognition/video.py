@@ -25,7 +25,7 @@ import numpy as np
 import tfface_align
 from tfface.data.tfrecord import write_json_atomic
 from tfface.core.errors import UserError, check_positive
-from tfface.recognition.facebank import FaceBank
+from tfface.recognition.facebank import FaceBank, beyond_threshold
 from tfface.recognition.inference import Embedder
 from tfface.recognition.faces import aligned_faces, embed_faces
 
@@ -34,12 +34,14 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 
 class Face(NamedTuple):
     """A face in a frame: ``box`` (x1, y1, x2, y2) pixels, detector ``score``, ``name`` (or
-    ``Unknown``) and ``distance`` to that person's facebank embedding."""
+    ``Unknown``) and ``distance`` to that person's facebank embedding; ``candidates``: the
+    (name, distance) of the nearest people after the first, when asked for (``top_k``)."""
 
     box: tuple[float, float, float, float]
     score: float
     name: str
     distance: float
+    candidates: tuple[tuple[str, float], ...] = ()
 
     def as_json(self) -> dict:
         return {"name": self.name, "distance": round(float(self.distance), 5),
@@ -65,14 +67,15 @@ class Recognizer:
         distance_metric: 0 squared Euclidean, 1 angular (as the threshold was calibrated).
         detector: the face detector (default ``tfface_align.MTCNN()``).
         flip: embed each face with its mirror image too (slower, a little more accurate).
+        top_k: also keep the next ``top_k - 1`` nearest people of each face (``Face.candidates``).
     """
 
     def __init__(self, embedder: Embedder, bank: FaceBank, threshold: float | None, distance_metric: int = 0,
-                 detector: tfface_align.MTCNN | None = None, flip: bool = False):
+                 detector: tfface_align.MTCNN | None = None, flip: bool = False, top_k: int = 1):
         bank.check_model(embedder)
         self.embedder, self.bank, self.threshold, self.distance_metric = embedder, bank, threshold, distance_metric
         self.detector = detector or tfface_align.MTCNN()
-        self.flip = flip
+        self.flip, self.top_k = flip, top_k
 
     def recognize(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces of each RGB image; one detector call and one embedding call for all of them."""
@@ -81,11 +84,14 @@ class Recognizer:
         found = self.detector.detect(list(images))
         aligned = [aligned_faces(self.embedder, image, f.boxes, f.landmarks) for image, f in zip(images, found)]
         embeddings = embed_faces(self.embedder, np.concatenate([chips for chips, _ in aligned]), self.flip)
-        names, distances = self.bank.identify(embeddings, self.threshold, self.distance_metric)
+        nearest, distances = self.bank.search(embeddings, self.top_k, self.distance_metric)
+        names = beyond_threshold([n[0] for n in nearest], distances[:, 0], self.threshold)
         results, start = [], 0
         for f, (_, kept) in zip(found, aligned):
             results.append([Face(tuple(float(v) for v in f.boxes[k, :4]), float(f.boxes[k, 4]), names[start + i],
-                                 float(distances[start + i])) for i, k in enumerate(kept)])
+                                 float(distances[start + i, 0]),
+                                 tuple(zip(nearest[start + i][1:], distances[start + i, 1:].tolist())))
+                            for i, k in enumerate(kept)])
             start += len(kept)
         return results
 

@@ -109,12 +109,14 @@ def run_one(method: str, work: str, numpy_queries: int) -> dict:
 def methods(size: int, with_milvus: bool) -> list[str]:
     from tfface.search.faiss_index import approximate_factory
 
-    nlist = int(approximate_factory(2 * size)[3:].split(",")[0])
+    nlist = int(approximate_factory(2 * size, DIM)[3:].split(",")[0])
     out = ["faiss Flat", "numpy"]
     if size <= 100_000:
         out += ["faiss HNSW32,Flat nprobe=64"]
-    out += [f"faiss IVF{nlist},Flat nprobe=32"]
-    out += [f"faiss IVF{nlist},SQ8 nprobe={p}" for p in (16, 32, 64)]
+    if size <= 100_000:
+        out += [f"faiss IVF{nlist},Flat nprobe={nlist // 8}"]
+    out += [f"faiss IVF{nlist},SQ8 nprobe={p}" for p in (nlist // 8, nlist // 4)[:1 if size > 100_000 else 2]]
+    out += [f"faiss IVF{nlist},PQ{DIM // 4}x4fs nprobe={p}" for p in (nlist // 4, nlist * 3 // 8)]
     if with_milvus:
         out.append("milvus-lite")
     return out + ["facebank"]
@@ -127,6 +129,8 @@ def main() -> None:
     parser.add_argument("--numpy_queries", type=int, default=10_000,
                         help="exact NumPy is timed on the first N queries only (at most --queries)")
     parser.add_argument("--milvus_max", type=int, default=100_000, help="largest gallery milvus-lite is run on")
+    parser.add_argument("--methods", default="", help="comma-separated prefixes: run only these methods "
+                        "(faiss Flat, the exact reference, always runs)")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -145,7 +149,10 @@ def main() -> None:
             np.save(os.path.join(work, "queries.npy"), queries)
             del gallery
             exact = None
+            wanted = [m for m in args.methods.split(",") if m]
             for method in methods(size, size <= args.milvus_max):
+                if wanted and method != "faiss Flat" and not any(method.startswith(w) for w in wanted):
+                    continue
                 out = subprocess.run([sys.executable, __file__, "--one", method, work,
                                       "--numpy_queries", str(min(args.numpy_queries, args.queries))],
                                      capture_output=True, text=True)
@@ -172,7 +179,7 @@ def print_table(rows: list[dict]) -> None:
           "x float32 | peak GB (growth) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        numpy_qps = next(x["qps"] for x in rows if x["size"] == r["size"] and x["method"] == "numpy")
+        numpy_qps = next((x["qps"] for x in rows if x["size"] == r["size"] and x["method"] == "numpy"), float("nan"))
         recall = "-" if r["recall_at_1"] is None else f"{r['recall_at_1']:.4f}"
         name = r["method"] + (f" ({r['index']}; load {r['load_s']:.1f} s)" if "index" in r else "")
         if r["queries"] < 10_000:

@@ -69,12 +69,12 @@ def test_approximate_recall_and_changes_keep_the_others(gallery, approximate, tm
     bank = bank_of(templates)
     exact = pair_distances(queries, templates).argmin(axis=1)
     names, _ = bank.identify(queries)
-    assert bank.index_kind().startswith("faiss IVF") and bank.index_kind().endswith(",SQ8")
+    assert bank.index_kind().startswith("faiss IVF") and bank.index_kind().endswith(f",PQ{DIM // 4}x4fs")
     _, raw = bank.index.search(queries, 1)
     index_recall = np.mean(raw[:, 0] == exact)
     recall = np.mean([n == f"p{k}" for n, k in zip(names, exact)])
     print(f"\nrecall@1 vs exact: index {index_recall:.4f}, with exact re-ranking {recall:.4f}")
-    assert recall >= 0.99 and index_recall >= 0.95
+    assert recall >= 0.98 and index_recall >= 0.85  # 4-bit codes: the exact re-ranking does the rest
 
     bank.save(str(tmp_path))
     bank.remove_person("p17")

@@ -51,7 +51,7 @@ META_FILE = "facebank.json"
 FORMAT = "tfface-facebank"
 VERSION = 2
 SEGMENT_KEYS = ("people", "people_sha256", "sums", "sums_sha256", "rows")
-RERANK = 10         # candidates an approximate index returns for exact re-ranking
+RERANK = 16         # candidates an approximate index returns for exact re-ranking
 COMPACT_MIN = 1024  # retired rows kept on disk before a full rewrite (and more than the live ones)
 SNAPSHOT_MIN = 1000  # changes before the FAISS index file is rewritten (and a tenth of the bank)
 SEARCH_BATCH = 2048
@@ -120,6 +120,7 @@ class FaceBank:
         self._retired: list[int] = []     # every id retired in this session, in order
         self._snapshot: dict | None = None  # the FAISS index file: file, sha256, next_id, retired
         self._dir: str | None = None        # where the segments are
+        self._fresh_index = False           # rebuild the index from the bank even if it looks in sync
         if len(names):
             self.add_many(names, sums, counts)
 
@@ -314,7 +315,7 @@ class FaceBank:
         opened = self.index is None
         if opened:
             self.index = open_index(self.index_spec, self._sums.shape[1], self.fingerprint, self.bank_id)
-            rebuild = isinstance(self.index, FaissIndex) or len(self.index) != len(self)
+            rebuild = isinstance(self.index, FaissIndex) or len(self.index) != len(self) or self._fresh_index
         else:
             rebuild = isinstance(self.index, FaissIndex) and self.index.wants_rebuild(len(self))
         if rebuild:
@@ -344,7 +345,10 @@ class FaceBank:
         """Writes what changed since the last save into ``bank_dir`` atomically (module docstring)."""
         os.makedirs(bank_dir, exist_ok=True)
         if self._dir != os.path.realpath(bank_dir) or self._compact_due():
+            if self.index is not None:
+                self._synced_index()  # ids survive the compaction, row numbers do not
             self._compact_memory()
+            self._index_sync = (self._rows, len(self._retired))
             self._segments, self._snapshot = [], None
             self._segments.append(self._write_segment(bank_dir, 0, self._rows, []))
         elif self._rows > (self._segments[-1]["stop"] if self._segments else 0) or self._removed:
@@ -431,6 +435,7 @@ class FaceBank:
         if meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
             raise UserError(f"facebank: '{meta_path}' is not a tfface facebank (version 1 or {VERSION})")
         bank = cls(str(meta.get("fingerprint")), index=meta.get("index"))
+        bank._fresh_index = rebuild_index
         if meta["version"] == 1:
             bank.add_many(*_read_v1(bank_dir, meta))
         else:

@@ -1,7 +1,9 @@
 """FAISS in process: exact inner-product search (``IDMap2,Flat``) below :data:`EXACT_LIMIT` rows,
-an inverted file with 8-bit scalar codes (``IVF<nlist>,SQ8``, a quarter of float32) above it,
-trained on the rows it is built from and rebuilt when they grow past twice that (its design size).
-The choice and the defaults come from ``bench/search_scale.py`` (docs/search.md).
+above it an inverted file with 4-bit product-quantiser codes scanned by SIMD (``IVF<nlist>,
+PQ<dim/4>x4fs``: dim/8 bytes a vector, 1/32 of float32), of which :data:`NPROBE_SHARE` of the
+lists are searched; trained on the rows it is built from and rebuilt when they grow past twice
+that (its design size). Removing rows scans the lists' ids (milliseconds at 1M rows). The choice
+and the defaults come from ``bench/search_scale.py`` (docs/search.md).
 
 A saved index is one file: a JSON header line (format, model fingerprint, factory, design size) and FAISS's own serialisation; :meth:`FaissIndex.from_bytes` refuses another
 model's index before parsing FAISS bytes.
@@ -19,21 +21,23 @@ from tfface.search.index import VectorIndex, as_queries
 
 EXACT_LIMIT = 50_000
 GROWTH = 2
-NPROBE = 32
+NPROBE_SHARE = 0.375
 FORMAT = "tfface-faiss-index"
 TRAIN_PER_LIST = 64
 CHUNK = 65_536
 
 
-def approximate_factory(design_size: int) -> str:
-    """``IVF<nlist>,SQ8`` with ``nlist`` the power of two nearest below sqrt(design size)."""
-    return f"IVF{2 ** int(math.log2(max(math.sqrt(design_size), 64)))},SQ8"
+def approximate_factory(design_size: int, dim: int) -> str:
+    """``IVF<nlist>,PQ<dim/4>x4fs`` (``SQ8`` where dim is not a multiple of 8) with ``nlist`` the
+    power of two nearest below sqrt(design size)."""
+    nlist = 2 ** int(math.log2(max(math.sqrt(design_size), 64)))
+    return f"IVF{nlist}," + (f"PQ{dim // 4}x4fs" if dim % 8 == 0 else "SQ8")
 
 
 class FaissIndex(VectorIndex):
     """A FAISS index over int64 ids; ``factory`` None picks by size (see the module docstring)."""
 
-    def __init__(self, dim: int, factory: str | None = None, nprobe: int = NPROBE):
+    def __init__(self, dim: int, factory: str | None = None, nprobe: int | None = None):
         self.dim, self.spec, self.nprobe, self.auto = dim, "faiss", nprobe, factory is None
         self.factory = factory or "Flat"
         self.design_size = EXACT_LIMIT if self.auto else 0
@@ -60,7 +64,7 @@ class FaissIndex(VectorIndex):
                 self.factory, self.design_size = "Flat", EXACT_LIMIT
             else:
                 self.design_size = GROWTH * len(ids)
-                self.factory = approximate_factory(self.design_size)
+                self.factory = approximate_factory(self.design_size, self.dim)
         self.index = self._new(self.factory)
         if not self.index.is_trained:
             self._train(vectors)
@@ -74,7 +78,6 @@ class FaissIndex(VectorIndex):
         if count < ivf.nlist:
             raise UserError(f"index: {self.factory} needs at least {ivf.nlist} rows to train, got {len(vectors)}")
         self.index.train(np.ascontiguousarray(vectors[rows], np.float32))
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove() by id without scanning the lists
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
@@ -84,18 +87,16 @@ class FaissIndex(VectorIndex):
                                     np.ascontiguousarray(ids[start:start + CHUNK]))
 
     def remove(self, ids: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, np.int64)
-        if len(self) and len(ids):  # IVF's hashtable direct map takes an id array
-            ivf = "IVF" in self.factory
-            self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)) if ivf
-                                  else faiss.IDSelectorBatch(ids))
+        if len(self) and len(ids):
+            self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, np.int64)))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = as_queries(queries, self.dim)
         if "IVF" in self.factory:
-            faiss.extract_index_ivf(self.index).nprobe = self.nprobe
+            ivf = faiss.extract_index_ivf(self.index)
+            ivf.nprobe = self.nprobe or max(1, math.ceil(NPROBE_SHARE * ivf.nlist))
         if "HNSW" in self.factory:
-            faiss.downcast_index(self.index.index).hnsw.efSearch = max(self.nprobe, k)
+            faiss.downcast_index(self.index.index).hnsw.efSearch = max(self.nprobe or 64, k)
         scores, ids = self.index.search(queries, k)
         scores[ids < 0] = -np.inf
         return scores, ids
@@ -122,7 +123,7 @@ class FaissIndex(VectorIndex):
                             f"the facebank's is {fingerprint}")
         if header.get("dim") != dim:
             raise UserError(f"index: '{where}' holds vectors of size {header.get('dim')}, the facebank {dim}")
-        index = cls(dim, None if header["auto"] else header["factory"], int(header["nprobe"]))
+        index = cls(dim, None if header["auto"] else header["factory"], header["nprobe"])
         index.factory, index.design_size = header["factory"], int(header["design_size"])
         try:
             index.index = faiss.deserialize_index(np.frombuffer(body, np.uint8))

@@ -22,12 +22,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# Synthetic data -> train MobileFaceNet + CosFace -> export SavedModel -> 10-fold verification.
+# Synthetic data -> train MobileFaceNet + CosFace -> export SavedModel -> 10-fold verification;
+# then real faces: dlib's pretrained ResNet exported and verifying the photos of demo/faces.
 demo: install
 	$(PY) -m tfface.make_synthetic --output_dir data/synthetic
 	rm -rf $(DEMO_RUN)
 	$(PY) -m tfface.train_softmax --flagfile configs/quickstart.flags --subdir quickstart
 	$(PY) -m tfface.validate_on_lfw data/synthetic/verify $(DEMO_RUN)
+	rm -rf runs/pretrained
+	$(PY) -m tfface.export --pretrained dlib_resnet_v1 --export_dir runs/pretrained --model_name dlib
+	$(PY) -m tfface.validate_on_lfw demo/faces runs/pretrained/dlib --align --lfw_pairs demo/faces/pairs.csv
 
 # Real faces: align ORL (../shared/testdata/orl) -> train on s1-s20 -> verify and classify s21-s30.
 ORL_DIR ?= ../shared/testdata/orl

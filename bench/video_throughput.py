@@ -40,7 +40,8 @@ import tfface  # noqa: E402
 import tfface_align  # noqa: E402
 from tfface.recognition.facebank import FaceBank  # noqa: E402
 from tfface.recognition.inference import load_embedder  # noqa: E402
-from tfface.recognition.video import (Face, Recognizer, VideoOutput, draw_faces, open_capture, process_video,  # noqa: E402
+from tfface.recognition.annotate import draw_faces  # noqa: E402
+from tfface.recognition.video import (Face, Recognizer, VideoOutput, open_capture, process_video,  # noqa: E402
                           read_frames, released)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

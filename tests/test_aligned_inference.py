@@ -69,6 +69,10 @@ def test_align_needs_a_recorded_alignment(tmp_path, orl_dir):
     from tfface.recognition.inference import load_embedder
     from tfface.models import build_embedder
 
-    export = export_saved_model(build_embedder("mobilefacenet", (32, 32), 8), str(tmp_path), "plain", 1)
-    with pytest.raises(UserError, match="records no alignment"):
-        load_embedder(export).embed_files([os.path.join(orl_dir, "s1", "1.pgm")], align=True)
+    embedder = build_embedder("mobilefacenet", (32, 32), 8)
+    plain = export_saved_model(embedder, str(tmp_path), "plain", 1)
+    synthetic = export_saved_model(embedder, str(tmp_path), "synthetic", 1,
+                                   {"align": "synthetic", "image_size": [32, 32], "margin": 0.0})
+    for export, made in ((plain, "unknown alignment"), (synthetic, "made as 'synthetic'")):
+        with pytest.raises(UserError, match=f"{made}.*use a model made for real photos"):
+            load_embedder(export).embed_files([os.path.join(orl_dir, "s1", "1.pgm")], align=True)

@@ -4,10 +4,12 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
 import tfface_align
+from tfface.core import images
 from tfface.core.errors import UserError
 from tfface.recognition.facebank import META_FILE, UNKNOWN, FaceBank, model_threshold, pair_distances
 from tfface.recognition.inference import load_embedder
@@ -166,15 +168,20 @@ def run_cli(*args):
                           timeout=300)
 
 
-def test_cli_build_and_identify(orl_dir, model):
+def test_cli_build_and_identify(orl_dir, model, tmp_path):
     bank = fm.people_bank(orl_dir)  # built with `python -m tfface.facebank build`
     loaded = FaceBank.load(bank, model)
     assert loaded.names == ["s1", "s2", "s3"] and loaded.counts == [5, 5, 5]
-    out = run_cli("identify", fm.orl_path(orl_dir, 2, 1), fm.orl_path(orl_dir, 28, 1), "--facebank", bank,
-                  "--model", model.path, "--top_k", "3")
+    photos = [fm.orl_path(orl_dir, 2, 1), fm.orl_path(orl_dir, 28, 1)]
+    out = run_cli("identify", *photos, "--facebank", bank, "--model", model.path, "--annotate", str(tmp_path / "seen"),
+                  "--top_k", "3")
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith(orl_dir)]
     assert len(lines) == 2 and " s2 " in lines[0] and f" {UNKNOWN} " in lines[1], out.stdout
+    for photo, name, colour in zip(photos, ("1.jpg", "1-2.jpg"), ((0, 200, 0), (0, 0, 255))):  # known green, Unknown red
+        drawn = cv2.imread(str(tmp_path / "seen" / name))  # both photos are named 1.pgm
+        assert drawn.shape[:2] == images.load(photo).shape[:2]
+        assert (np.abs(drawn.astype(int) - colour).sum(axis=2) < 90).sum() > 100  # the box and label drawn
     others = [word.split(":")[0] for word in lines[0].split("]")[1].split()]
     assert sorted(others) == ["s1", "s3"], out.stdout  # the two other people, nearest first
     out = run_cli("remove", "nobody", "--facebank", bank)

@@ -12,6 +12,10 @@ def _reference(name, x):
         return (x - 127.5) / 128.0
     if name == "minus_one_to_one":
         return (x - 127.5) / 127.5
+    if name == "scale_1_128":
+        return x / 128.0
+    if name == "dlib":  # dlib's input_rgb_image_sized: (pixel - mean of its channel) / 256, R, G, B
+        return (x - np.array([122.782, 117.001, 104.298])) / 256.0
     mean, std = x.mean(), x.std()
     return (x - mean) / max(std, 1.0 / np.sqrt(x.size))
 
@@ -49,3 +53,13 @@ def test_standardize_layer_round_trips_and_stays_float32():
         assert preprocessing.Standardize()(x).dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mean_image_layer_subtracts_its_image_and_round_trips():
+    layer = preprocessing.MeanImage((2, 3, 3))
+    mean = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    layer.set_weights([mean])
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert clone.mean_shape == (2, 3, 3) and not clone.trainable_weights
+    x = np.full((1, 2, 3, 3), 20.0, np.float32)
+    np.testing.assert_array_equal(layer(x).numpy(), x - mean)

@@ -9,6 +9,10 @@ import os
 # that happens before tfface is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from tfface_align.quiet import quiet_tool_start  # noqa: E402  (imports tfface_align, after the line above)
+
+quiet_tool_start()  # before TensorFlow is imported: a tool prints no C++ start-up lines
+
 from tfface import data, evaluation, heads, losses, models, training  # noqa: E402
 from tfface.core import images, preprocessing  # noqa: E402
 from tfface.export import export_saved_model  # noqa: E402

@@ -27,7 +27,8 @@ flags.DEFINE_integer("image_size", 0, "Ignored unless it contradicts the model (
 flags.DEFINE_integer("seed", 666, "Random seed of the split and of the SVM's probability calibration.")
 flags.DEFINE_integer("min_nrof_images_per_class", 20, "Only include classes with at least this number of images.")
 flags.DEFINE_integer("nrof_train_images_per_class", 10, "Training images per class with --use_split_dataset.")
-flags.DEFINE_float("unknown_threshold", 0.0, "CLASSIFY answers 'Unknown' when the best probability is below this.")
+flags.DEFINE_float("unknown_threshold", 0.0, "CLASSIFY answers 'Unknown' when the probability of the name the SVM "
+                   "chose is below this.")
 flags.DEFINE_boolean("align", False, "DATA_DIR holds raw photos: detect and align each face as the model's "
                      "training faces were (the alignment recorded in the export).")
 

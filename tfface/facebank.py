@@ -5,7 +5,7 @@
     tfface-facebank add NAME --from_camera 0 --facebank DIR --model MODEL
     tfface-facebank remove NAME --facebank DIR
     tfface-facebank list --facebank DIR
-    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T] [--top_k K]
+    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T] [--top_k K] [--annotate OUT_DIR]
     tfface-facebank reindex --facebank DIR [--index SPEC]
 
 ``identify`` prints one line per face, ``<photo>: <name> <distance> [x1, y1, x2, y2]``, with
@@ -35,6 +35,8 @@ flags.DEFINE_float("min_sharpness", 100.0, "add --from_camera: smallest variance
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
 flags.DEFINE_string("index", None, "build, reindex: 'faiss' (default), 'milvus://HOST:PORT' or a milvus-lite FILE.db.")
 flags.DEFINE_integer("top_k", 1, "identify: also print the next nearest people up to this many.", lower_bound=1)
+flags.DEFINE_string("annotate", "", "identify: write each photo into this directory with its faces boxed, "
+                    "named and their distances.")
 
 USAGE = ("usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... "
          "| reindex --facebank DIR")
@@ -105,7 +107,10 @@ def list_people(args) -> None:
 
 
 def identify(args) -> None:
+    import cv2
+
     from tfface.core import images
+    from tfface.recognition import annotate
     from tfface.recognition.video import Recognizer
 
     if not args:
@@ -115,13 +120,20 @@ def identify(args) -> None:
     threshold, metric, source = model_threshold(embedder, FLAGS.threshold, int(FLAGS.distance_metric))
     print(f"threshold {threshold:g} (distance metric {metric}) from {source}")
     recognizer = Recognizer(embedder, bank, threshold, metric, _detector(), flip=True, top_k=FLAGS.top_k)
+    written: set[str] = set()
     for photo in args:
-        faces = recognizer.recognize([images.load(photo)])[0]
+        image = images.load(photo)
+        faces = recognizer.recognize([image])[0]
         if not faces:
             print(f"{photo}: no face")
         for face in faces:
             also = "".join(f" {name}:{distance:.4f}" for name, distance in face.candidates)
             print(f"{photo}: {face.name} {face.distance:.4f} {[round(v) for v in face.box]}{also}")
+        if FLAGS.annotate:
+            path = annotate.annotated_name(FLAGS.annotate, photo, written)
+            annotate.write_image(path, annotate.draw_faces(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces))
+    if FLAGS.annotate:
+        print(f"Annotated photos: {FLAGS.annotate}")
 
 
 def reindex(args) -> None:

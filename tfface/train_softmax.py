@@ -41,8 +41,9 @@ flags.DEFINE_string("models_base_dir", "runs", "Run directories are created unde
 flags.DEFINE_string("logs_base_dir", "", "TensorBoard logs directory base (default: inside the run directory).")
 flags.DEFINE_string("subdir", "", "Run directory name (default: a timestamp); an existing one is resumed.")
 flags.DEFINE_string("model_def", "mobilefacenet", "Backbone name (see tfface.models.list_backbones()).")
-flags.DEFINE_string("pretrained_model", "", "Start the backbone from this run directory, checkpoint or export "
-                    "(backbone weights only; same backbone, image and embedding size).")
+flags.DEFINE_string("pretrained_model", "", "Start the backbone from this run directory, checkpoint or export, or "
+                    "a pretrained model by name, e.g. dlib_resnet_v1 (backbone weights only; same backbone, image "
+                    "and embedding size).")
 flags.DEFINE_string("model_name", "", "Name of the exported model (default: model_def).")
 flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
 flags.DEFINE_integer("image_width", 0, "Image width if different from image_size (e.g. 96 for SphereFace).")

@@ -17,17 +17,13 @@ scored with facenet's 10-fold protocol. Prints a per-fold table per set, then th
 """
 from __future__ import annotations
 
-import os
-
 from absl import flags
 
-from tfface.tools import cli
-from tfface.core.errors import UserError, check_dir, check_positive
+from tfface.core.errors import UserError, check_dir
 from tfface.evaluation.benchmarks import evaluate_bins, table
 from tfface.evaluation.bins import TARGETS
-from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.thresholds import save_calibrated
-from tfface.recognition.inference import load_embedder
+from tfface.tools import cli, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bins_dir", "", "Directory holding <target>.bin files.")
@@ -46,21 +42,15 @@ flags.DEFINE_string("threshold_set", "", "Set the threshold is calibrated on (de
 def main(argv) -> None:
     if len(argv) != 2:
         raise UserError("usage: python -m tfface.validate_on_bins <model> --bins_dir DIR [--targets lfw,...]")
-    model_path = argv[1]
-    if not os.path.exists(model_path):
-        raise UserError(f"model: '{model_path}' does not exist")
     check_dir(FLAGS.bins_dir, "--bins_dir")
     if not FLAGS.targets:
         raise UserError("--targets: give at least one set name")
-    check_positive(FLAGS.batch_size, "--batch_size")
-    if FLAGS.nrof_folds < 2:
-        raise UserError(f"--nrof_folds: expected at least 2, got {FLAGS.nrof_folds}")
+    evaluation.check_settings(FLAGS.batch_size, "--batch_size", FLAGS.nrof_folds, "--nrof_folds")
     threshold_set = FLAGS.threshold_set or FLAGS.targets[0]
     if FLAGS.save_threshold and threshold_set not in FLAGS.targets:
         raise UserError(f"--threshold_set: {threshold_set!r} is not one of --targets {FLAGS.targets}")
-    embedder = load_embedder(model_path)
+    embedder = evaluation.load_model(argv[1])
     metric = int(FLAGS.distance_metric)
-    print(f"Model: {embedder.path} ({embedder.image_size[0]}x{embedder.image_size[1]}, {embedder.standardization})")
     results = evaluate_bins(
         embedder.embed, FLAGS.bins_dir, FLAGS.targets, embedder.image_size, FLAGS.batch_size, FLAGS.flip,
         FLAGS.nrof_folds, metric, FLAGS.far_target, progress=True,
@@ -71,8 +61,7 @@ def main(argv) -> None:
     settings = {"bins_dir": FLAGS.bins_dir, "flip": FLAGS.flip, "nrof_folds": FLAGS.nrof_folds,
                 "distance_metric": metric, "far_target": FLAGS.far_target}
     reported = {name: bench.result for name, bench in results.items()}
-    for line in write_outputs(FLAGS.output_json, FLAGS.roc_plot, embedder.path, embedder.fingerprint, settings, reported):
-        print(line)
+    evaluation.report(embedder, settings, reported, FLAGS.output_json, FLAGS.roc_plot)
     if FLAGS.save_threshold:
         print(save_calibrated(results[threshold_set].plain, metric, f"{threshold_set}.bin", embedder.path,
                               embedder.fingerprint))

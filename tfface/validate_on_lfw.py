@@ -25,14 +25,12 @@ import os
 
 from absl import flags
 
-from tfface.tools import cli
-from tfface.core.errors import UserError, check_positive
+from tfface.core.errors import UserError
 from tfface.evaluation.lfw import evaluate_pairs
-from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.pairs import get_paths, read_pairs
 from tfface.evaluation.photo_pairs import evaluate_photo_pairs, read_csv_pairs
 from tfface.evaluation.thresholds import save_calibrated
-from tfface.recognition.inference import load_embedder
+from tfface.tools import cli, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("lfw_pairs", "", "The file containing the pairs to use (default: <lfw_dir>/pairs.txt).")
@@ -56,19 +54,16 @@ flags.DEFINE_boolean("save_threshold", False, "Write the cross-validated thresho
 
 def main(argv) -> None:
     lfw_dir, model_path = cli.data_and_model(argv, "tfface.validate_on_lfw", "lfw_dir")
-    check_positive(FLAGS.lfw_batch_size, "--lfw_batch_size")
-    if FLAGS.lfw_nrof_folds < 2:
-        raise UserError(f"--lfw_nrof_folds: expected at least 2, got {FLAGS.lfw_nrof_folds}")
+    evaluation.check_settings(FLAGS.lfw_batch_size, "--lfw_batch_size", FLAGS.lfw_nrof_folds, "--lfw_nrof_folds")
     if FLAGS.save_threshold and (FLAGS.use_flipped_images or FLAGS.subtract_mean):
         raise UserError(
             "--save_threshold: a threshold for single-image embeddings cannot be calibrated with "
             "--use_flipped_images or --subtract_mean"
         )
     pairs = FLAGS.lfw_pairs or os.path.join(lfw_dir, "pairs.txt")
-    embedder = load_embedder(model_path)
+    embedder = evaluation.load_model(model_path)
     if FLAGS.image_size and FLAGS.image_size != embedder.image_size[0]:
         raise UserError(f"--image_size={FLAGS.image_size} but the model '{embedder.path}' takes {embedder.image_size}")
-    print(f"Model: {embedder.path} ({embedder.image_size[0]}x{embedder.image_size[1]}, {embedder.standardization})")
     if FLAGS.align:
         paths, issame = read_csv_pairs(pairs) if pairs.endswith(".csv") else get_paths(lfw_dir, read_pairs(pairs))
         aligned = evaluate_photo_pairs(embedder, paths, issame, FLAGS.use_flipped_images, FLAGS.lfw_nrof_folds,
@@ -88,8 +83,7 @@ def main(argv) -> None:
                 "subtract_mean": FLAGS.subtract_mean, "nrof_folds": FLAGS.lfw_nrof_folds,
                 "distance_metric": int(FLAGS.distance_metric), "far_target": FLAGS.far_target}
     name = os.path.basename(os.path.normpath(lfw_dir))
-    for line in write_outputs(FLAGS.output_json, FLAGS.roc_plot, embedder.path, embedder.fingerprint, settings, {name: result}):
-        print(line)
+    evaluation.report(embedder, settings, {name: result}, FLAGS.output_json, FLAGS.roc_plot)
     if FLAGS.save_threshold:
         print(save_calibrated(result, int(FLAGS.distance_metric), os.path.basename(pairs), embedder.path,
                               embedder.fingerprint))

@@ -14,11 +14,9 @@ import os
 
 from absl import flags
 
-from tfface.tools import cli
 from tfface.core.errors import check_positive
-from tfface.evaluation.outputs import write_outputs
 from tfface.evaluation.sequences import AGGREGATIONS, evaluate_sequences
-from tfface.recognition.inference import load_embedder
+from tfface.tools import cli, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("splits", "", "YTF-format splits file (default: <frames_dir>/splits.txt).")
@@ -33,11 +31,10 @@ flags.DEFINE_string("roc_plot", "", "Write the ROC (AUC, EER) and distance histo
 
 def main(argv) -> None:
     frames_dir, model_path = cli.data_and_model(argv, "tfface.validate_on_sequences", "frames_dir")
-    check_positive(FLAGS.batch_size, "--batch_size")
+    evaluation.check_settings(FLAGS.batch_size, "--batch_size")
     check_positive(FLAGS.frames_per_sequence, "--frames_per_sequence", allow_zero=True)
     splits = FLAGS.splits or os.path.join(frames_dir, "splits.txt")
-    embedder = load_embedder(model_path)
-    print(f"Model: {embedder.path} ({embedder.image_size[0]}x{embedder.image_size[1]}, {embedder.standardization})")
+    embedder = evaluation.load_model(model_path)
     metric = int(FLAGS.distance_metric)
     result = evaluate_sequences(
         embedder.embed, frames_dir, splits, embedder.image_size, FLAGS.aggregation, FLAGS.frames_per_sequence,
@@ -49,9 +46,7 @@ def main(argv) -> None:
                 "frames_per_sequence": FLAGS.frames_per_sequence, "distance_metric": metric,
                 "far_target": FLAGS.far_target}
     name = os.path.basename(os.path.normpath(frames_dir))
-    for line in write_outputs(FLAGS.output_json, FLAGS.roc_plot, embedder.path, embedder.fingerprint, settings,
-                              {name: result}):
-        print(line)
+    evaluation.report(embedder, settings, {name: result}, FLAGS.output_json, FLAGS.roc_plot)
 
 
 def run() -> None:

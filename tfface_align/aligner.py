@@ -24,7 +24,7 @@ from tfface.core.errors import check_choice, check_positive
 from tfface_align.image_io import Photo
 from tfface_align.transform import align, alignment_matrix, crop, crop_box
 
-ALIGNMENTS = ("facenet_crop", "arcface", "sphereface")
+ALIGNMENTS = ("facenet_crop", "arcface", "sphereface", "seqface", "dlib")
 
 
 class AlignedFace(NamedTuple):
@@ -60,10 +60,13 @@ class PhotoResult(NamedTuple):
 
 def output_size(alignment: str, image_size: int | None) -> tuple[int, int]:
     """(height, width) of the aligned images: 182 square for facenet_crop, 112 square for arcface,
-    112x96 (width = 96/112 of ``image_size``) for sphereface."""
+    112x96 (width = 96/112 of ``image_size``) for sphereface, 144 square for seqface, 150 square for dlib."""
     check_choice(alignment, ALIGNMENTS, "align")
-    if alignment == "facenet_crop":
-        side = image_size or 182
+    if alignment in ("facenet_crop", "seqface"):
+        side = image_size or (182 if alignment == "facenet_crop" else 144)
+        return side, side
+    if alignment == "dlib":
+        side = image_size or 150
         return side, side
     side = image_size or 112
     return (side, side) if alignment == "arcface" else (side, int(round(side * 96 / 112)))
@@ -140,7 +143,7 @@ def align_photos(
         photos: loaded photos (``image`` None for an unreadable one).
         detector: a :class:`tfface_align.MTCNN` (anything whose ``detect(list_of_images)`` returns
             per image ``(boxes, landmarks)``).
-        alignment: ``facenet_crop``, ``arcface`` or ``sphereface``.
+        alignment: ``facenet_crop``, ``arcface``, ``sphereface`` or ``dlib``.
         image_size: side of the aligned image (see :func:`output_size`).
         margin: facenet_crop margin in original-photo pixels (half on each side).
         detect_multiple_faces: keep every face, not only the main one.

@@ -22,7 +22,18 @@ ARCFACE_TEMPLATE = np.array(
 )
 # SphereFace's 112x96 crops: the same points, 8 px to the left.
 SPHEREFACE_TEMPLATE = ARCFACE_TEMPLATE - np.array([8.0, 0.0], np.float32)
-TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, (112, 112)), "sphereface": (SPHEREFACE_TEMPLATE, (112, 96))}
+# dlib's 150x150 chips (get_face_chip_details(shape5, 150, padding=0.25)): where MTCNN's five points
+# land in them, the mean over 36 real photos (../shared/reference/dlib_resnet_format.md).
+DLIB_TEMPLATE = np.array(
+    [[46.73, 44.66], [99.87, 44.89], [73.44, 77.14], [48.87, 98.55], [98.44, 98.57]],
+    np.float32,
+)
+TEMPLATES = {"arcface": (ARCFACE_TEMPLATE, (112, 112)), "sphereface": (SPHEREFACE_TEMPLATE, (112, 96)),
+             "dlib": (DLIB_TEMPLATE, (150, 150))}
+# SeqFace's crops (huangyangyu/SeqFace code/util.py align_box): eyes levelled by a rotation about
+# their centre, a square of side 3 (d + 1), d the eye-centre to mouth-centre height after the
+# rotation, with the eye centre at (side / 2, side / 3); its evaluation resizes them to 144x144.
+SEQFACE_SIZE = (144, 144)
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -36,7 +47,7 @@ def template_points(template: str | np.ndarray, image_size: int | Sequence[int] 
                     ) -> tuple[np.ndarray, tuple[int, int]]:
     """(5, 2) template points for an output of ``image_size`` (height, width) and that size.
 
-    A named template (``"arcface"``, ``"sphereface"``) is scaled from its native size to
+    A named template (``"arcface"``, ``"sphereface"``, ``"dlib"``) is scaled from its native size to
     ``image_size``; an array is taken as points in the output image.
     """
     if isinstance(template, str):
@@ -92,9 +103,46 @@ def similarity_transform_tf(src: tf.Tensor, dst: tf.Tensor) -> tf.Tensor:
     return tf.concat([rotation, translation[:, :, None]], axis=2)
 
 
+def _seqface_terms(eye_x, eye_y, cos, sin, mouth_dx, mouth_dy, height, width):
+    """(a, b, kx, ky, tx, ty) of SeqFace's crop for NumPy or TF values: output = [[kx a, kx b],
+    [-ky b, ky a]] (p - eye) + (tx, ty), a/b the cosine/sine of the eye line."""
+    side = 3.0 * (-sin * mouth_dx + cos * mouth_dy + 1.0)  # rotated mouth height + 1, times 3
+    kx, ky = width / side, height / side
+    # crop pixel i (centre i) -> output pixel (i + 0.5) k - 0.5, the crop starting side/2, side/3 before the eye
+    return cos, sin, kx, ky, kx * (side / 2 + 0.5) - 0.5, ky * (side / 3 + 0.5) - 0.5
+
+
+def seqface_matrix(landmarks: np.ndarray, image_size: int | Sequence[int] | None = None) -> np.ndarray:
+    """The 2x3 similarity of SeqFace's crop (see ``SEQFACE_SIZE``) for 5 ``landmarks``, onto an
+    output of ``image_size`` (default 144x144)."""
+    height, width = _size(image_size or SEQFACE_SIZE)
+    marks = np.asarray(landmarks, np.float64).reshape(5, 2)
+    eye, mouth = marks[:2].mean(0), marks[3:].mean(0)
+    angle = np.arctan2(marks[1, 1] - marks[0, 1], marks[1, 0] - marks[0, 0])
+    a, b, kx, ky, tx, ty = _seqface_terms(*eye, np.cos(angle), np.sin(angle), *(mouth - eye), height, width)
+    linear = np.array([[kx * a, kx * b], [-ky * b, ky * a]])
+    return np.concatenate([linear, (np.array([tx, ty]) - linear @ eye)[:, None]], axis=1)
+
+
+def seqface_matrix_tf(landmarks: tf.Tensor, image_size: int | Sequence[int] | None = None) -> tf.Tensor:
+    """Batched TF version of :func:`seqface_matrix`: (B, 5, 2) -> (B, 2, 3)."""
+    height, width = _size(image_size or SEQFACE_SIZE)
+    marks = tf.cast(landmarks, tf.float32)
+    eye, mouth = tf.reduce_mean(marks[:, :2], axis=1), tf.reduce_mean(marks[:, 3:], axis=1)
+    angle = tf.atan2(marks[:, 1, 1] - marks[:, 0, 1], marks[:, 1, 0] - marks[:, 0, 0])
+    a, b, kx, ky, tx, ty = _seqface_terms(eye[:, 0], eye[:, 1], tf.cos(angle), tf.sin(angle),
+                                          mouth[:, 0] - eye[:, 0], mouth[:, 1] - eye[:, 1], float(height), float(width))
+    linear = tf.stack([tf.stack([kx * a, kx * b], -1), tf.stack([-ky * b, ky * a], -1)], axis=1)  # (B, 2, 2)
+    translation = tf.stack([tx, ty], -1) - tf.einsum("bij,bj->bi", linear, eye)
+    return tf.concat([linear, translation[:, :, None]], axis=2)
+
+
 def alignment_matrix(landmarks: np.ndarray, template: str | np.ndarray = "arcface",
                      image_size: int | Sequence[int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """The 2x3 similarity taking ``landmarks`` (5, 2) onto the template, and the output size."""
+    """The 2x3 similarity taking ``landmarks`` (5, 2) onto the template (or SeqFace's crop,
+    ``template="seqface"``), and the output size."""
+    if isinstance(template, str) and template == "seqface":
+        return seqface_matrix(landmarks, image_size), _size(image_size or SEQFACE_SIZE)
     points, size = template_points(template, image_size)
     return similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), points), size
 
@@ -106,7 +154,8 @@ def align(image: np.ndarray, landmarks: np.ndarray, template: str | np.ndarray =
     Args:
         image: (H, W, C) array.
         landmarks: (5, 2) x, y in ``image`` pixels.
-        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96) or (5, 2) points.
+        template: ``"arcface"`` (112x112), ``"sphereface"`` (112x96), ``"dlib"`` (150x150), ``"seqface"``
+            (144x144) or (5, 2) points.
         image_size: output (height, width) or side; default the template's own size.
     """
     matrix, (height, width) = alignment_matrix(landmarks, template, image_size)
@@ -162,8 +211,13 @@ def _sample(image: tf.Tensor, x: tf.Tensor, y: tf.Tensor, constant_border: bool)
 def align_tf(image: tf.Tensor, landmarks: tf.Tensor, template: str | np.ndarray = "arcface",
              image_size: int | Sequence[int] | None = None) -> tf.Tensor:
     """TF op of :func:`align` for N faces of one image: (H, W, C), (N, 5, 2) -> float32 (N, h, w, C)."""
-    points, (height, width) = template_points(template, image_size)
-    matrix = similarity_transform_tf(tf.reshape(tf.cast(landmarks, tf.float32), [-1, 5, 2]), points)
+    landmarks = tf.reshape(tf.cast(landmarks, tf.float32), [-1, 5, 2])
+    if isinstance(template, str) and template == "seqface":
+        height, width = _size(image_size or SEQFACE_SIZE)
+        matrix = seqface_matrix_tf(landmarks, (height, width))
+    else:
+        points, (height, width) = template_points(template, image_size)
+        matrix = similarity_transform_tf(landmarks, points)
     # Output pixel (u, v) samples the source at inverse(matrix) @ (u, v, 1).
     rotation, translation = matrix[:, :, :2], matrix[:, :, 2]
     inverse = tf.linalg.inv(rotation)

@@ -123,6 +123,7 @@ def test_output_sizes():
     assert output_size("arcface", None) == (112, 112)
     assert output_size("sphereface", None) == (112, 96)
     assert output_size("sphereface", 224) == (224, 192)
+    assert output_size("dlib", None) == (150, 150)
 
 
 def test_cli_errors_are_one_line(tmp_path):

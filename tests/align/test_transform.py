@@ -10,7 +10,7 @@ import pytest
 
 from tfface_align import (ARCFACE_TEMPLATE, SPHEREFACE_TEMPLATE, align, align_tf, crop, crop_tf,
                           similarity_transform, similarity_transform_tf)
-from tfface_align.transform import crop_box, template_points
+from tfface_align.transform import crop_box, seqface_matrix, seqface_matrix_tf, template_points
 
 
 def _similarity(angle: float, scale: float, tx: float, ty: float) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_align_undoes_a_known_similarity(faces_dir):
     assert np.abs(back_tf - back).max() <= 2.0
 
 
-@pytest.mark.parametrize("template,size", [("arcface", None), ("sphereface", None), ("arcface", (128, 128))])
+@pytest.mark.parametrize("template,size", [("arcface", None), ("sphereface", None), ("arcface", (128, 128)), ("seqface", None)])
 def test_align_numpy_and_tf_agree(faces_dir, template, size):
     image = _face_image(faces_dir)
     landmarks = np.array([[[174, 164], [238, 163], [207, 203], [180, 240], [235, 239]],
@@ -116,6 +116,24 @@ def test_align_numpy_and_tf_agree(faces_dir, template, size):
         assert out.shape == expected.shape
         assert np.abs(out - expected).max() <= 1.0  # OpenCV's fixed-point weights
         assert np.abs(out - expected).mean() < 0.5
+
+
+def test_seqface_crop_follows_seqfaces_steps():
+    """SeqFace (code/util.py align_box): rotate about the eye centre by the eye line's angle
+    (cv2.getRotationMatrix2D), take the square of side 3 (d + 1) with the eye centre at
+    (side / 2, side / 3), d the rotated eye-to-mouth height; then resize it to 144x144."""
+    landmarks = np.array([[174.0, 164.0], [238.0, 171.0], [207.0, 203.0], [180.0, 240.0], [235.0, 246.0]])
+    eye, mouth = landmarks[:2].mean(0), landmarks[3:].mean(0)
+    degrees = np.degrees(np.arctan((landmarks[1, 1] - landmarks[0, 1]) / (landmarks[1, 0] - landmarks[0, 0])))
+    rotation = cv2.getRotationMatrix2D((float(eye[0]), float(eye[1])), float(degrees), 1.0)
+    rotated = _apply(rotation, landmarks)
+    side = 3 * (_apply(rotation, mouth[None])[0, 1] - eye[1] + 1)
+    corner = eye - [side / 2, side / 3]
+    expected = (rotated - corner + 0.5) * 144 / side - 0.5  # crop pixel i -> resized (i + 0.5) k - 0.5
+    matrix = seqface_matrix(landmarks)
+    np.testing.assert_allclose(_apply(matrix, landmarks), expected, atol=1e-9)
+    np.testing.assert_allclose(seqface_matrix_tf(landmarks[None].astype(np.float32)).numpy()[0], matrix, rtol=1e-4, atol=1e-3)
+    assert abs(_apply(matrix, landmarks)[0, 1] - _apply(matrix, landmarks)[1, 1]) < 1e-9  # eyes level
 
 
 def test_crop_box_is_facenets():

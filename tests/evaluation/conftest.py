@@ -43,3 +43,13 @@ def face_crops(faces_dir, face_pairs) -> dict[str, bytes]:
         pixels = images.load(os.path.join(faces_dir, name), CROP)
         crops[name] = cv2.imencode(".jpg", pixels[..., ::-1])[1].tobytes()  # cv2 encodes BGR
     return crops
+
+
+@pytest.fixture(scope="session")
+def ijb_mini(tmp_path_factory):
+    """The synthetic IJB-C mini-release (tests/evaluation/ijb_mini.py): (its folder, the truth).
+    Read-only: copy it before changing it."""
+    from tests.evaluation.ijb_mini import make_mini_release
+
+    root = str(tmp_path_factory.mktemp("ijb") / "IJBC")
+    return root, make_mini_release(root)

@@ -40,7 +40,8 @@ def test_compare_cli_detects_aligns_and_decides_on_real_photos(exported_model, f
     value = float((expected[0, 1] + expected[0, 2]) / 2)  # between img1's two distances: one same, one different
     save_threshold(Threshold(0, value, 0.0, 1.0, "test", 2, embedder.fingerprint), embedder.path)
     try:
-        proc = subprocess.run([sys.executable, "-m", "tfface.compare", exported_model, *paths],
+        proc = subprocess.run([sys.executable, "-m", "tfface.compare", exported_model, *paths,
+                               "--annotate", str(tmp_path / "sheet.png")],
                               capture_output=True, text=True, env=ENV, timeout=600)
     finally:
         os.remove(os.path.join(embedder.path, "threshold.json"))
@@ -51,3 +52,8 @@ def test_compare_cli_detects_aligns_and_decides_on_real_photos(exported_model, f
     closer = "same" if expected[0, 1] <= value else "different"
     assert verdicts["img1.jpg vs img2.jpg"] == closer and verdicts["img1.jpg vs img20.jpg"] != closer
     assert f"No face found in 1 photo(s): {paths[3]}" in proc.stdout
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))  # the photos side by side, 240 px high, faces boxed
+    widths = [round(cv2.imread(p).shape[1] * 240 / cv2.imread(p).shape[0]) for p in paths]
+    assert sheet.shape == (240, sum(widths) + 4 * (len(paths) - 1), 3)
+    green, red = (np.abs(sheet.astype(int) - c).sum(axis=2) < 30 for c in ((0, 200, 0), (0, 0, 255)))
+    assert green.sum() > 100 and red.sum() > 100  # one same (green box), one different (red), a "no face" label

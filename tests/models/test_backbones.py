@@ -28,6 +28,9 @@ EMBEDDING_SIZE = 512
 #: ir_se_100 52 s, inception_resnet_v1 27-39, ir_100 37, ir_se_50 27; ir_50, sphereface64,
 #: seqface_resnet64 22-23; mobilefacenet 16; sphereface20/36, seqface_resnet27 8-14; all: 5 min).
 SLOW = {"inception_resnet_v1", "ir_100", "ir_se_100", "ir_se_50"}
+#: Deep members of a family whose shallower members run the whole battery (iresnet18/34 stack the
+#: same blocks): only their parameter counts are checked, to keep CI within its budget.
+COUNT_ONLY = {"iresnet50", "iresnet100", "iresnet200"}
 # Keras' saving code calls np.array(variable); numpy 2 warns once per variable.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
@@ -42,7 +45,7 @@ REFERENCE_COUNTS = _load_reference(REFERENCE)
 
 def _cases() -> list[str]:
     """Registered names, plus the reference's ``name@variant`` keys of registered names."""
-    names = list_backbones()
+    names = [name for name in list_backbones() if name not in COUNT_ONLY]
     variants = sorted(k for k in REFERENCE_COUNTS if "@" in k and k.split("@")[0] in names)
     return names + variants
 
@@ -102,7 +105,9 @@ def _count(variables) -> int:
 def test_reference_copy_is_current():
     if not os.path.exists(SHARED_REFERENCE):
         pytest.skip(f"{SHARED_REFERENCE} not found")
-    assert _load_reference(SHARED_REFERENCE) == REFERENCE_COUNTS, f"copy {SHARED_REFERENCE} to {REFERENCE}"
+    shared = _load_reference(SHARED_REFERENCE)
+    # entries counted in this repository (e.g. from a released weights file) may come on top
+    assert {k: REFERENCE_COUNTS.get(k) for k in shared} == shared, f"copy {SHARED_REFERENCE} to {REFERENCE}"
 
 
 def test_every_registered_backbone_has_reference_counts():
@@ -120,17 +125,26 @@ def test_forward_shape(built):
     assert not np.allclose(built.outputs[0], built.outputs[1])
 
 
-def test_parameter_counts_match_reference(built):
-    ref = REFERENCE_COUNTS[built.case]
-    assert list(ref["input"]) == list(built.input_shape)
+def _assert_counts(case: str, model: keras.Model, input_shape) -> None:
+    ref = REFERENCE_COUNTS[case]
+    assert list(ref["input"]) == list(input_shape)
     assert ref["embedding"] == EMBEDDING_SIZE
-    model = built.model
     counts = {
         "total": model.count_params(),
         "trainable": _count(model.trainable_weights),
         "non_trainable": _count(model.non_trainable_weights),
     }
     assert counts == {k: ref[k] for k in counts}, ref.get("reference")
+
+
+def test_parameter_counts_match_reference(built):
+    _assert_counts(built.case, built.model, built.input_shape)
+
+
+@pytest.mark.parametrize("name", sorted(COUNT_ONLY))
+def test_parameter_counts_of_count_only_backbones(name):
+    _assert_counts(name, get_backbone(name), default_input_shape(name))
+    keras.backend.clear_session()
 
 
 def test_config_round_trip(built):

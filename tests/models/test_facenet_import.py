@@ -1,6 +1,7 @@
 """Pretrained facenet weights: facenet-pytorch state dicts and facenet TF1 checkpoints / frozen graphs."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfface.core.errors import UserError
+from tfface.importers import import_file
 from tfface.models import import_facenet_pytorch, import_facenet_tf1_checkpoint
 from tfface.models.facenet_import import facenet_pytorch_model_class
 from tfface.models.inception_resnet_v1 import InceptionResnetV1
@@ -75,6 +78,16 @@ def test_facenet_pytorch_import_matches_reference(torch_reference, tmp_path):
     np.testing.assert_allclose(_l2(ours), normalised, atol=1e-4)
     np.testing.assert_allclose(ours, features, rtol=1e-3, atol=1e-3 * np.abs(features).max())
     assert np.abs(features).std() > 0.1  # a non-degenerate network: the comparison means something
+
+    # the same file as an export source (python -m tfface.export --import ...pt): pixels in, facenet's standardization
+    imported = import_file(os.fspath(path))
+    pixels = _images() * 128.0 + 127.5
+    np.testing.assert_allclose(_l2(imported.embedder(pixels, training=False).numpy()), normalised, atol=1e-4)
+    assert imported.alignment == {"align": "facenet_crop", "image_size": [160, 160], "margin": 32.0}
+    assert imported.source["format"] == "facenet_pytorch" and imported.source["licence"].startswith("MIT")
+    assert imported.source["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(UserError, match="--arch: facenet_pytorch files hold inception_resnet_v1, got 'sphereface20'"):
+        import_file(os.fspath(path), arch="sphereface20")
 
 
 def test_facenet_pytorch_import_from_npz_and_dataparallel_names(torch_reference, tmp_path):
@@ -208,6 +221,17 @@ def test_facenet_tf1_import_equals_model_with_same_weights(facenet_tf1, source):
     assert not model.bn_scale and model.embedding_size == 128
     assert model.count_params() == 23_497_424 - 384 * 1792 - 3 * 384  # 128-d bottleneck
     np.testing.assert_allclose(model(_images(), training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("source,fmt", [("frozen", None), ("index", None), ("directory", "facenet_tf1")])
+def test_facenet_tf1_files_are_export_sources(facenet_tf1, source, fmt):
+    paths, expected = facenet_tf1
+    path = paths["prefix"] + ".index" if source == "index" else paths[source]
+    imported = import_file(path, fmt)
+    got = imported.embedder(_images() * 128.0 + 127.5, training=False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert imported.source["format"] == "facenet_tf1" and len(imported.source["sha256"]) == 64
+    assert imported.alignment["align"] == "facenet_crop"
 
 
 def test_facenet_tf1_import_reports_missing_variables(tmp_path):

@@ -36,10 +36,27 @@ def minus_one_to_one(images: tf.Tensor) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - 127.5) / 127.5
 
 
+def scale_1_128(images: tf.Tensor) -> tf.Tensor:
+    """``x / 128``: Caffe's ``input_scale`` 0.0078125 (SeqFace). Its mean image is subtracted
+    after this, inside the model (:class:`MeanImage`, scaled alike: exact, 128 is a power of 2)."""
+    return tf.cast(images, tf.float32) * 0.0078125
+
+
+#: dlib's ``input_rgb_image_sized`` means (R, G, B) of its face recognition ResNet.
+DLIB_MEANS = (122.782, 117.001, 104.298)
+
+
+def dlib_standardization(images: tf.Tensor) -> tf.Tensor:
+    """``(x - per-channel mean) / 256`` (dlib's face recognition ResNet; RGB means :data:`DLIB_MEANS`)."""
+    return (tf.cast(images, tf.float32) - tf.constant(DLIB_MEANS, tf.float32)) / 256.0
+
+
 STANDARDIZATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "fixed_image_standardization": fixed_image_standardization,
     "prewhiten": prewhiten,
     "minus_one_to_one": minus_one_to_one,
+    "scale_1_128": scale_1_128,
+    "dlib": dlib_standardization,
 }
 
 
@@ -65,3 +82,22 @@ class Standardize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "standardization": self.standardization}
+
+
+@keras.saving.register_keras_serializable(package="tfface")
+class MeanImage(keras.layers.Layer):
+    """Subtracts a fixed per-pixel mean image (H, W, C) (Caffe's ``mean.binaryproto``), float32.
+
+    The mean is a non-trainable weight, so exports carry it and fingerprint it with the model."""
+
+    def __init__(self, mean_shape: tuple[int, int, int], **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.mean_shape = tuple(int(d) for d in mean_shape)
+        self.mean = self.add_weight(shape=self.mean_shape, initializer="zeros", trainable=False, name="mean")
+
+    def call(self, images):
+        return tf.cast(images, tf.float32) - self.mean
+
+    def get_config(self):
+        return {**super().get_config(), "mean_shape": list(self.mean_shape)}

@@ -76,7 +76,7 @@ def evaluate_photo_pairs(
     every distinct photo is aligned and embedded once (with its mirror image when
     ``use_flipped_images``, the two embeddings concatenated as facenet does)."""
     unique, rows = unique_rows(paths)
-    faces, found, _ = embedder.align_files(unique)
+    faces, found = embedder.align_files(unique)[:2]
     embeddings = embed_faces(embedder, faces, use_flipped_images)
     face_row = np.full(len(unique), -1)
     face_row[found] = np.arange(int(found.sum()))

@@ -1,4 +1,5 @@
-"""ROC curve (AUC, EER marked) and same/different distance histograms with the chosen threshold."""
+"""ROC curve (AUC, EER marked) and same/different distance histograms with the chosen threshold;
+ROC curves on a log FAR axis (IJB)."""
 from __future__ import annotations
 
 import os
@@ -37,9 +38,27 @@ def plot_roc(path: str, results: Mapping[str, VerificationResult], distance_metr
         hist_ax.axvline(result.threshold, color="k", ls="--", label=f"threshold {result.threshold:.3f}")
         hist_ax.set(xlabel=metric, ylabel="pairs", title=f"{name}: distances")
         hist_ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Writes ``fig`` as a PNG atomically (tmp + rename) and closes it."""
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def plot_far_roc(path: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
+    """Writes a PNG of ROC curves (name -> (FAR, TAR)) on a logarithmic FAR axis, as IJB
+    results are drawn."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, (far, tar) in curves.items():
+        positive = far > 0
+        ax.semilogx(far[positive], tar[positive], lw=1.5, label=name)
+    ax.set(xlim=(1e-6, 1), ylim=(0, 1.01), xlabel="false accept rate", ylabel="true accept rate", title=title)
+    ax.grid(True, which="major", ls=":", alpha=0.6)
+    ax.legend(loc="lower right")
+    save_figure(fig, path)

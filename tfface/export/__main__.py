@@ -2,6 +2,7 @@
 
     python -m tfface.export --model runs/quickstart --export_dir models --model_name faces
     python -m tfface.export --import model.pth --arch ir_se_50 --export_dir models --model_name ir_se_50
+    python -m tfface.export --import train.caffemodel --arch seqface_resnet27 --mean mean.binaryproto --export_dir models
     python -m tfface.export --pretrained dlib_resnet_v1 --export_dir models --model_name dlib --with_alignment
 
 ``--model`` is a training run directory, its checkpoint directory, or a ``.keras`` file;
@@ -14,6 +15,8 @@ with ``--with_alignment`` one that takes whole photos (:mod:`tfface.export.end_t
 """
 from __future__ import annotations
 
+import tempfile
+
 from absl import flags
 
 from tfface.tools import cli
@@ -25,6 +28,7 @@ flags.DEFINE_string("model", None, "Run directory, checkpoint directory or .kera
 flags.DEFINE_string("import", None, "A weights file of another framework to import (see --format, --arch).")
 flags.DEFINE_string("format", None, "With --import: the file's format (default: told from its name).")
 flags.DEFINE_string("arch", None, "With --import: the backbone the weights are for, when the file does not say.")
+flags.DEFINE_string("mean", None, "With --import of a SeqFace .caffemodel: its mean image (mean.binaryproto).")
 flags.DEFINE_string("pretrained", None, "A pretrained model by name (e.g. dlib_resnet_v1), from the package that ships it.")
 flags.DEFINE_string("weights", None, "With --pretrained: read its weights from this file instead of the package.")
 flags.DEFINE_string("export_dir", None, "Base directory: the model goes to <export_dir>/<model_name>/<version>/.")
@@ -35,7 +39,7 @@ flags.DEFINE_integer("max_faces", 10, "With --with_alignment: faces returned per
 flags.DEFINE_float("min_face_size", 20, "With --with_alignment: smallest face side MTCNN looks for, in pixels.")
 flags.DEFINE_boolean("tflite", False, "Also write float32 and dynamic-range int8 .tflite files into <version>/tflite/.")
 flags.DEFINE_string("threshold", "", "A calibrated threshold.json of this model: gives the verify signature its 'same' output.")
-flags.DEFINE_enum("align", "", ["", "arcface", "sphereface", "facenet_crop"],
+flags.DEFINE_enum("align", "", ["", "arcface", "sphereface", "facenet_crop", "seqface", "dlib"],
                   "How the training faces were aligned, when the run's dataset does not record it (or to override).")
 flags.DEFINE_list("align_image_size", [], "With --align: aligned face height,width (or one side).")
 flags.DEFINE_float("align_margin", 0.0, "With --align=facenet_crop: the crop margin in pixels.")
@@ -50,8 +54,10 @@ def main(argv) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.export_dir:
         raise UserError("--export_dir: required (models are written to <export_dir>/<model_name>/<version>/)")
-    embedder, alignment, source = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
-                                                      fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights)
+    imported = sources.load_source(FLAGS.model, FLAGS["import"].value, FLAGS.pretrained,
+                                   fmt=FLAGS.format, arch=FLAGS.arch, weights=FLAGS.weights,
+                                   **({"mean": FLAGS.mean} if FLAGS.mean else {}))
+    embedder, alignment, source = imported
     if FLAGS.align:
         if not FLAGS.align_image_size:
             raise UserError("--align_image_size: required with --align (e.g. 112,112)")
@@ -69,11 +75,14 @@ def main(argv) -> None:
         path = end_to_end.export_end_to_end(embedder, FLAGS.export_dir, FLAGS.model_name or f"{backbone}_photos",
                                             alignment, version, FLAGS.max_faces, detector, source=source)
     else:
-        path = saved_model.export_saved_model(
-            embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, FLAGS.threshold or None,
-            extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
-            source=source,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            # a pretrained model's stated threshold, unless --threshold gives a calibrated one
+            threshold = FLAGS.threshold or (sources.write_source_threshold(imported, tmp) if not FLAGS.align else None)
+            path = saved_model.export_saved_model(
+                embedder, FLAGS.export_dir, FLAGS.model_name or backbone, version, alignment, threshold,
+                extra=(lambda directory: tflite.export_tflite(embedder, directory)) if FLAGS.tflite else None,
+                source=source,
+            )
     print(f"Exported model: {path}")
     if FLAGS.check:
         for name, outputs in tf1_check.check_in_fresh_process(path):

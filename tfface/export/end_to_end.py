@@ -29,8 +29,10 @@ from tfface.export.versions import write_version
 from tfface_align import MTCNN, align_tf, crop_tf
 
 KIND = "photos"  # tfface.json's "kind" of an end-to-end export
-MISSING_ALIGNMENT = ("--with_alignment: the model's alignment is unknown (its dataset does not record it); "
-                     "give --align and --align_image_size")
+MISSING_ALIGNMENT = ("--with_alignment: the model's alignment is unknown (its dataset does not record how its faces "
+                     "were cut from photos); give it with --align arcface|sphereface|facenet_crop and "
+                     "--align_image_size H,W (and --align_margin M for facenet_crop), or export a model trained on "
+                     "faces aligned by tfface_align")
 
 
 def aligned_faces(image: tf.Tensor, boxes: tf.Tensor, landmarks: tf.Tensor, alignment: dict) -> tf.Tensor:

@@ -232,6 +232,13 @@ def save_serving_module(module: tf.Module, directory: str, meta: dict,
     warmup.write_requests(os.path.join(directory, warmup.WARMUP_FILE), warmup_requests)
 
 
+def read_exported_weights(directory: str) -> dict[str, np.ndarray]:
+    """The weights an export's signatures read, by Keras variable path (``conv1/kernel``): what
+    :func:`save_serving_module` tracked, read back from the SavedModel."""
+    loaded = tf.saved_model.load(directory)
+    return {v.name.removesuffix(":0"): v.numpy() for v in getattr(loaded, "_serving_variables", [])}
+
+
 def export_saved_model(
     embedder: keras.Model,
     export_base: str,

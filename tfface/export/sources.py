@@ -17,7 +17,7 @@ from tfface.core.errors import UserError
 from tfface.data import tfrecord
 from tfface.importers import Imported
 
-ALIGNMENTS = ("arcface", "sphereface", "facenet_crop")
+ALIGNMENTS = ("arcface", "sphereface", "facenet_crop", "seqface", "dlib")
 
 
 def read_flags_file(path: str) -> dict[str, str]:
@@ -107,6 +107,23 @@ def load_source(model: str = "", import_path: str = "", pretrained: str = "", *,
     if pretrained:
         return importers.load_pretrained(pretrained, weights or None)
     return Imported(*load_for_export(model), None)
+
+
+def write_source_threshold(imported: Imported, directory: str) -> str | None:
+    """``directory/threshold.json`` from the threshold a pretrained model's source states (value and
+    how it was obtained, bound to the embedder's fingerprint); None when the source states none."""
+    import json
+
+    from tfface.export.saved_model import THRESHOLD_FILE, embedder_metadata
+
+    stated = (imported.source or {}).get("threshold")
+    if not stated:
+        return None
+    fingerprint = embedder_metadata(imported.embedder, imported.alignment, imported.source)["fingerprint"]
+    path = os.path.join(directory, THRESHOLD_FILE)
+    with open(path, "w") as f:
+        json.dump({**stated, "fingerprint": fingerprint}, f, indent=1)
+    return path
 
 
 def load_for_export(path: str) -> tuple[keras.Model, dict | None]:

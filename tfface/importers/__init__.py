@@ -18,6 +18,9 @@ from tfface.importers.registry import (
 )
 
 # Importer modules (each registers its formats / pretrained models on import):
+from tfface.importers import caffe, facenet  # noqa: F401,E402
+from tfface.importers import dlib_resnet  # noqa: E402,F401  (pretrained dlib_resnet_v1)
+from tfface.importers import mxnet_params, onnx_file, pth  # noqa: E402,F401  (the InsightFace family)
 
 __all__ = [
     "Imported", "file_sha256", "import_file", "list_formats", "list_pretrained", "load_pretrained", "register_format",

@@ -62,6 +62,19 @@ def _ir_unit(x, filters: int, stride: int, se: bool, name: str):
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
+def check_resnet_arguments(family: str, input_shape, depth: int, units: dict, keep_probability: float):
+    """The checked ``input_shape`` of an InsightFace ResNet (``family`` names it in errors): a known
+    ``depth`` (a key of ``units``), a keep probability in (0, 1], H and W multiples of 16."""
+    if depth not in units:
+        raise ValueError(f"{family} depth must be one of {sorted(units)}, got {depth}")
+    if not 0.0 < keep_probability <= 1.0:
+        raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
+    input_shape = check_input_shape(input_shape, family)
+    if input_shape[0] % 16 or input_shape[1] % 16:
+        raise InputShapeError(f"{family} input_shape: H and W must be multiples of 16, got {input_shape}")
+    return input_shape
+
+
 @keras.saving.register_keras_serializable(package="tfface")
 class InsightFaceIR(Backbone):
     """IR / IR-SE ResNet backbone: images (B, 112, 112, 3) -> embeddings (B, embedding_size).
@@ -93,13 +106,7 @@ class InsightFaceIR(Backbone):
         name: str | None = None,
         **kwargs,
     ):
-        if depth not in IR_UNITS:
-            raise ValueError(f"IR depth must be one of {sorted(IR_UNITS)}, got {depth}")
-        if not 0.0 < keep_probability <= 1.0:
-            raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
-        input_shape = check_input_shape(input_shape, "IR")
-        if input_shape[0] % 16 or input_shape[1] % 16:
-            raise InputShapeError(f"IR input_shape: H and W must be multiples of 16, got {input_shape}")
+        input_shape = check_resnet_arguments("IR", input_shape, depth, IR_UNITS, keep_probability)
         inputs = keras.Input(input_shape, name="images")
         x = conv2d(inputs, 64, 3, 1, 1, name="input_conv", use_bias=False)
         x = _bn(x, "input_bn")

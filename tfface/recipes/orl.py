@@ -10,6 +10,10 @@ raw-pixel and eigenfaces baselines on the same pairs and folds, and facenet's SV
 trained on photos 1-5 of each and tested on photos 6-10; then the transfer check, verification
 of raw colour photos of other people (``--transfer_pairs``, aligned by the model). Prints each
 stage's time and the numbers, and writes them to ``OUTPUT_DIR/results.json``. Rerunning resumes finished stages.
+
+With ``--pretrained dlib_resnet_v1`` the faces are cut as that model's (dlib chips, 150 px), the
+model is fine-tuned from it (``PRETRAINED_TRAINING`` on top of the flagfile), and the same pairs
+also judge the pretrained model as it is and the same network trained from scratch.
 """
 from __future__ import annotations
 
@@ -40,9 +44,19 @@ flags.DEFINE_integer("aligned_margin", 16, "facenet_crop margin around the detec
 flags.DEFINE_integer("nrof_train_images_per_class", 5, "Classifier: photos 1..N of each unseen person train it.")
 flags.DEFINE_boolean("use_flipped_images", True, "Verification embeds each face and its mirror image.")
 flags.DEFINE_integer("seed", 0, "Seed of the different-person pairs.")
+flags.DEFINE_enum("pretrained", "", ["", "dlib_resnet_v1"], "Fine-tune this pretrained model (its alignment and "
+                  "size) and also report it as it is and the same network trained from scratch.")
 flags.DEFINE_string("transfer_pairs", "../shared/testdata/faces/pairs.csv",
                     "Transfer check: file_x,file_y,Decision pairs of raw photos of other people, aligned by the "
                     "model itself ('' skips it).")
+
+
+#: train_softmax flags of fine-tuning (and of the from-scratch comparison) with --pretrained, per model.
+PRETRAINED_TRAINING = {
+    "dlib_resnet_v1": ["--model_def=dlib_resnet_v1", "--image_size=150", "--embedding_size=128", "--standardization=dlib",
+                       "--norandom_crop", "--batch_size=20", "--epoch_size=10", "--max_nrof_epochs=2",
+                       "--learning_rate=1e-5", "--weight_decay=0", "--log_every_n_steps=5"],
+}
 
 
 def _identities(orl_dir: str) -> list[str]:
@@ -62,6 +76,14 @@ def main(argv) -> None:
     check_file(FLAGS.train_flagfile, "--train_flagfile")
     if FLAGS.transfer_pairs:
         check_file(FLAGS.transfer_pairs, "--transfer_pairs")
+    alignment, aligned_size, aligned_margin = FLAGS.alignment, FLAGS.aligned_size, FLAGS.aligned_margin
+    pretrained_training = []
+    if FLAGS.pretrained:
+        from tfface.importers import load_pretrained
+
+        recorded = load_pretrained(FLAGS.pretrained).alignment
+        alignment, aligned_size, aligned_margin = recorded["align"], recorded["image_size"][0], int(recorded["margin"])
+        pretrained_training = PRETRAINED_TRAINING[FLAGS.pretrained]
     names = _identities(orl_dir)
     if not 2 <= FLAGS.num_train_identities <= len(names) - 2:
         raise UserError(f"--num_train_identities: expected 2..{len(names) - 2} for the {len(names)} identities "
@@ -76,21 +98,35 @@ def main(argv) -> None:
 
     def align():
         for split, output_format in (("train", "tfrecord"), ("unseen", "folders")):
-            subprocess.run(own_photos.align_command(photos[split], aligned[split], FLAGS.alignment, FLAGS.aligned_size,
-                                                    FLAGS.aligned_margin, output_format), check=True)
+            subprocess.run(own_photos.align_command(photos[split], aligned[split], alignment, aligned_size,
+                                                    aligned_margin, output_format), check=True)
         return [own_photos.read_json(os.path.join(aligned[split], "align_report.json")) for split in aligned]
 
     reports = stages.run("align", align)
     misses = [f"{split}/{entry['path']} ({entry['reason']})" for split, report in zip(aligned, reports)
               for entry in report["skipped_files"]]
     total = sum(report["photos"] for report in reports)
-    command = own_photos.train_command(FLAGS.train_flagfile, aligned["train"], out, "model",
-                                       [f"--{flag.lstrip('-')}" for flag in FLAGS.train_overrides])
-    print(" ".join(command), flush=True)
-    stages.run("train", subprocess.run, command, check=True, cwd=os.path.dirname(CONFIGS))  # flagfile paths
+    overrides = pretrained_training + [f"--{flag.lstrip('-')}" for flag in FLAGS.train_overrides]
+
+    def train(subdir: str, extra: list[str]) -> None:
+        command = own_photos.train_command(FLAGS.train_flagfile, aligned["train"], out, subdir, extra + overrides)
+        print(" ".join(command), flush=True)
+        stages.run("train" if subdir == "model" else f"train {subdir}", subprocess.run, command, check=True, cwd=os.path.dirname(CONFIGS))  # flagfile paths
+
+    def verify(name: str, model_dir: str) -> own_photos.Verification:
+        return stages.run("verify" if name == "model" else f"verify {name}", own_photos.verification, load_embedder(model_dir), aligned["unseen"],
+                          photos["unseen"], photos["train"], os.path.join(out, "pairs.txt"), FLAGS.use_flipped_images,
+                          FLAGS.seed)
+
+    train("model", [f"--pretrained_model={FLAGS.pretrained}"] if FLAGS.pretrained else [])
     embedder = load_embedder(os.path.join(out, "model"))
-    verified = stages.run("verify", own_photos.verification, embedder, aligned["unseen"], photos["unseen"],
-                          photos["train"], os.path.join(out, "pairs.txt"), FLAGS.use_flipped_images, FLAGS.seed)
+    verified = verify("model", os.path.join(out, "model"))
+    compared = {}
+    if FLAGS.pretrained:
+        compared["pretrained, as it is"] = verify("pretrained", stages.run(
+            "export pretrained", own_photos.export_pretrained, FLAGS.pretrained, os.path.join(out, "pretrained")))
+        train("scratch", [])
+        compared["same network from scratch"] = verify("scratch", os.path.join(out, "scratch"))
     accuracy = stages.run("classify", own_photos.classification, embedder, aligned["unseen"],
                           os.path.join(out, "classifier.skops"), FLAGS.nrof_train_images_per_class)
     transfer = None
@@ -100,6 +136,7 @@ def main(argv) -> None:
         "verification": {"model": verified.model, "model_std": verified.model_std, "raw_pixels": verified.raw_pixels,
                          "raw_pixels_aligned": verified.raw_pixels_aligned, "eigenfaces": verified.eigenfaces,
                          "num_pairs": verified.num_pairs},
+        "compared": {name: {"model": v.model, "model_std": v.model_std} for name, v in compared.items()},
         "classifier_accuracy": accuracy,
         "transfer": dataclasses.asdict(transfer) if transfer else None,
         "aligned": total - len(misses), "photos": total, "misses": misses,
@@ -113,7 +150,9 @@ def main(argv) -> None:
     print(f"\nAligned {total - len(misses)}/{total} photos; no face in: {', '.join(misses) or 'none'}")
     print(f"Verification of the {len(unseen)} unseen people ({verified.num_pairs} pairs, 10 folds):")
     print(*verified.summary_lines, sep="\n")
-    print(f"  {'tfface model':<34}{verified.model:.4f}+-{verified.model_std:.4f}")
+    print(f"  {'tfface model' + (' (fine-tuned)' if FLAGS.pretrained else ''):<34}{verified.model:.4f}+-{verified.model_std:.4f}")
+    for name, other in compared.items():
+        print(f"  {name:<34}{other.model:.4f}+-{other.model_std:.4f}")
     print(f"  {'raw pixels (original photos)':<34}{verified.raw_pixels:.4f}")
     print(f"  {'raw pixels (aligned faces)':<34}{verified.raw_pixels_aligned:.4f}")
     print(f"  {'eigenfaces (PCA-50, whitened)':<34}{verified.eigenfaces:.4f}")

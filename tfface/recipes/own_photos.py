@@ -110,6 +110,18 @@ def train_command(flagfile: str, data_dir: str, models_base_dir: str, subdir: st
             f"--models_base_dir={models_base_dir}", f"--subdir={subdir}", *overrides]
 
 
+def export_pretrained(name: str, export_dir: str) -> str:
+    """Exports pretrained model ``name`` (as it is) to ``export_dir/<name>/1`` once; returns that version."""
+    from tfface.export.saved_model import export_saved_model
+    from tfface.importers import load_pretrained
+
+    version = os.path.join(export_dir, name, "1")
+    if not os.path.isfile(os.path.join(version, "saved_model.pb")):
+        embedder, alignment, source = load_pretrained(name)
+        export_saved_model(embedder, export_dir, name, 1, alignment, source=source)
+    return version
+
+
 def _faces(paths: Sequence[str], image_size: tuple[int, int] | None = None) -> np.ndarray:
     return np.stack([images.load(path, image_size) for path in paths])
 

@@ -5,7 +5,15 @@
     clf = load_classifier("people.skops", embedder.fingerprint)   # refuses another model's file
     names, probabilities = clf.predict(embeddings, unknown_threshold=0.5)
 
-A classifier file is a skops archive of a dict holding the ``SVC``, the class names, the
+The SVM sees the embeddings multiplied by one scale fitted on the training embeddings (their
+root-mean-square distance to their mean becomes 1), so facenet's ``C=1`` fits the same way for
+every model: unit embeddings spread over the sphere (facenet) are left nearly as they are, while
+models whose faces all lie close together (dlib: same-person squared distances about 0.03-0.05)
+no longer leave the SVM underfitted. Names are the SVM's own decision (``SVC.predict``); the
+Platt probabilities (fitted by internal cross-validation, rough with few photos per person)
+only give the probability of that name, compared with ``unknown_threshold``.
+
+A classifier file is a skops archive of a dict holding the ``SVC``, the feature scale, the class names, the
 fingerprint of the embedding model (:attr:`tfface.recognition.inference.Embedder.fingerprint`: backbone,
 embedding size, preprocessing, alignment and a hash of the weights) and a format tag. Loading
 accepts only the types such a file contains, so a pickle, another program's skops file or a
@@ -29,7 +37,9 @@ from tfface.core.errors import UserError
 from tfface.recognition.inference import Embedder
 
 FORMAT = "tfface-classifier"
-VERSION = 1
+VERSION = 2
+#: Format versions this tfface reads; version 1 files (no scale) were trained on unscaled embeddings.
+READABLE_VERSIONS = (1, 2)
 UNKNOWN = "Unknown"
 # Every type a classifier file may contain; anything else in the file is refused unloaded.
 TRUSTED_TYPES = ["sklearn.svm._classes.SVC", "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.int32"]
@@ -37,42 +47,58 @@ TRUSTED_TYPES = ["sklearn.svm._classes.SVC", "numpy.ndarray", "numpy.dtype", "nu
 
 @dataclasses.dataclass
 class FaceClassifier:
-    """An SVM over embeddings of one model (``fingerprint``), predicting ``class_names``."""
+    """An SVM over embeddings of one model (``fingerprint``) times ``scale``, predicting ``class_names``."""
 
     model: SVC
     class_names: list[str]
     fingerprint: str
     embedding_size: int
+    scale: float = 1.0
 
     def predict(self, embeddings: np.ndarray, unknown_threshold: float = 0.0) -> tuple[list[str], np.ndarray]:
-        """Best class name per embedding and its probability; ``Unknown`` below ``unknown_threshold``."""
+        """The SVM's class name per embedding and that name's probability; ``Unknown`` where the
+        probability is below ``unknown_threshold``."""
         embeddings = np.asarray(embeddings, np.float64)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_size:
             raise ValueError(f"embeddings: expected (N, {self.embedding_size}), got {embeddings.shape}")
         if not len(embeddings):
             return [], np.zeros(0)
-        probabilities = self.model.predict_proba(embeddings)
-        best = np.argmax(probabilities, axis=1)
-        best_probabilities = probabilities[np.arange(len(best)), best]
-        names = [self.class_names[self.model.classes_[i]] if p >= unknown_threshold else UNKNOWN
-                 for i, p in zip(best, best_probabilities)]
-        return names, best_probabilities
+        features = embeddings * self.scale
+        labels = self.model.predict(features)  # the argmax of predict_proba can disagree with it on few photos
+        columns = np.searchsorted(self.model.classes_, labels)
+        probabilities = self.model.predict_proba(features)[np.arange(len(labels)), columns]
+        names = [self.class_names[label] if p >= unknown_threshold else UNKNOWN
+                 for label, p in zip(labels, probabilities)]
+        return names, probabilities
 
 
 def train_classifier(
     embeddings: np.ndarray, labels: Sequence[int], class_names: Sequence[str], fingerprint: str, seed: int = 666
 ) -> FaceClassifier:
-    """Fits facenet's ``SVC(kernel="linear", probability=True)``; ``labels`` index ``class_names``."""
+    """Fits facenet's ``SVC(kernel="linear", probability=True)`` on the embeddings times
+    :func:`feature_scale`; ``labels`` index ``class_names``."""
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise UserError(f"data_dir: an SVM needs at least 2 identities with images, got {len(np.unique(labels))}")
     if not fingerprint:
         raise UserError("model: it records no fingerprint (not exported by tfface); re-export it with tfface.export")
+    embeddings = np.asarray(embeddings, np.float64)
+    scale = feature_scale(embeddings)
     model = SVC(kernel="linear", probability=True, random_state=seed)
     with warnings.catch_warnings():  # scikit-learn 1.9 deprecates probability=True (removal in 1.11)
         warnings.simplefilter("ignore", FutureWarning)
-        model.fit(np.asarray(embeddings, np.float64), labels)
-    return FaceClassifier(model, list(class_names), fingerprint, int(np.shape(embeddings)[1]))
+        model.fit(embeddings * scale, labels)
+    return FaceClassifier(model, list(class_names), fingerprint, int(embeddings.shape[1]), scale)
+
+
+def feature_scale(embeddings: np.ndarray) -> float:
+    """1 / the root-mean-square distance of ``embeddings`` to their mean (1 where they all coincide).
+
+    A linear SVM with an intercept is blind to a shift of the features, but scaling them by ``s``
+    acts as ``C * s**2``: this scale gives every model's embeddings the spread under which facenet
+    chose ``C=1``."""
+    spread = float(np.sqrt(np.mean(np.sum((embeddings - embeddings.mean(axis=0)) ** 2, axis=1))))
+    return 1.0 / spread if spread > 0 else 1.0
 
 
 def save_classifier(classifier: FaceClassifier, path: str) -> None:
@@ -80,7 +106,8 @@ def save_classifier(classifier: FaceClassifier, path: str) -> None:
     import skops.io
 
     state = {
-        "format": FORMAT, "version": VERSION, "model": classifier.model, "class_names": classifier.class_names,
+        "format": FORMAT, "version": VERSION, "model": classifier.model, "scale": float(classifier.scale),
+        "class_names": classifier.class_names,
         "fingerprint": classifier.fingerprint, "embedding_size": classifier.embedding_size,
     }
     directory = os.path.dirname(os.path.abspath(path))
@@ -115,13 +142,17 @@ def load_classifier(path: str, fingerprint: str | None) -> FaceClassifier:
         raise UserError(f"{what} is damaged or not a tfface classifier ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("model"), SVC):
         raise UserError(f"{what} is a skops file but not a tfface classifier")
-    if state.get("version") != VERSION:
-        raise UserError(f"{what} has format version {state.get('version')}, this tfface reads {VERSION}")
+    if state.get("version") not in READABLE_VERSIONS:
+        raise UserError(f"{what} has format version {state.get('version')}, this tfface reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
+    scale = state.get("scale") if state["version"] > 1 else 1.0
+    if not isinstance(scale, float) or not np.isfinite(scale) or scale <= 0:
+        raise UserError(f"{what} holds feature scale {scale!r}, expected a positive number")
     if fingerprint != state["fingerprint"]:
         raise UserError(f"{what} was trained on embeddings of another model (fingerprint {state['fingerprint']}, "
                         f"this model: {fingerprint}); train it again with this model")
     return FaceClassifier(state["model"], list(state["class_names"]), state["fingerprint"],
-                          int(state["embedding_size"]))
+                          int(state["embedding_size"]), scale)
 
 
 def select_dataset(
@@ -152,7 +183,7 @@ def embed_dataset(
     labels = np.array([label for label, cls in enumerate(dataset) for _ in cls.image_paths], np.int64)
     failures: list[str] = []
     if align:
-        faces, found, _ = embedder.align_files(paths)
+        faces, found = embedder.align_files(paths)[:2]
         failures = [f"{path}: no face found" for path, ok in zip(paths, found) if not ok]
     else:
         faces = []

@@ -57,6 +57,6 @@ def embed_photos(embedder: Embedder, detector: tfface_align.MTCNN, photos: Seque
                  flip: bool = True, batch_size: int = 32) -> PhotoEmbeddings:
     """Embeds the main face (facenet's choice: large and central) of every photo (a path or an RGB
     array); unreadable photos and photos without a face are skipped and reported, never embedded."""
-    faces, found, skipped = embedder.align_files(photos, batch_size, detector)
+    faces, found, skipped = embedder.align_files(photos, batch_size, detector)[:3]
     return PhotoEmbeddings(embed_faces(embedder, _model_size(embedder, faces), flip),
                            [int(i) for i in np.flatnonzero(found)], skipped)

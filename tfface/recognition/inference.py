@@ -18,6 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tqdm import tqdm
 
 from tfface.core import images
 from tfface.core.errors import UserError
@@ -25,13 +26,20 @@ from tfface.evaluation.embeddings import embed_paths
 from tfface.export import META_FILE, embedder_metadata
 
 
+def _progress(total: int, desc: str, unit: str) -> tqdm:
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False, mininterval=1.0)
+
+
 class AlignedPhotos(NamedTuple):
     """:meth:`Embedder.align_files`' result: uint8 ``faces`` (K, h, w, 3), the boolean mask
-    ``found`` (one per photo, K true) and (photo, reason) of each photo ``skipped``."""
+    ``found`` (one per photo, K true), (photo, reason) of each photo ``skipped``, and the
+    detection ``boxes`` (K, 4) x1, y1, x2, y2 of the faces in their photos."""
 
     faces: np.ndarray
     found: np.ndarray
     skipped: list[tuple[str, str]]
+    boxes: np.ndarray
 
 
 def resolve_saved_model(path: str) -> str:
@@ -105,8 +113,10 @@ class Embedder:
         """uint8 faces (N, h, w, 3) of any one size -> (N, D), resized to :attr:`image_size`
         first (as evaluation resizes aligned files)."""
         outputs = [np.zeros((0, self.embedding_size), np.float32)]
-        for start in range(0, len(faces), batch_size):
-            outputs.append(self.embed(images.resize(faces[start:start + batch_size], self.image_size).numpy()))
+        with _progress(len(faces), "embed", "face") as bar:
+            for start in range(0, len(faces), batch_size):
+                outputs.append(self.embed(images.resize(faces[start:start + batch_size], self.image_size).numpy()))
+                bar.update(len(outputs[-1]))
         return np.concatenate(outputs)
 
     def embed_files(self, paths: Sequence[str], batch_size: int = 100, align: bool = False) -> np.ndarray:
@@ -119,19 +129,25 @@ class Embedder:
         """
         if not align:
             return embed_paths(self.embed, list(paths), self.image_size, batch_size)
-        faces, found, _ = self.align_files(paths)
-        embeddings = np.full((len(found), self.embedding_size), np.nan, np.float32)
-        embeddings[found] = self.embed_faces(faces, batch_size)
+        return self.embed_aligned(self.align_files(paths), batch_size)
+
+    def embed_aligned(self, aligned: AlignedPhotos, batch_size: int = 100) -> np.ndarray:
+        """Embeddings (photos, D) of :meth:`align_files`' faces; NaN rows for the photos without one."""
+        embeddings = np.full((len(aligned.found), self.embedding_size), np.nan, np.float32)
+        embeddings[aligned.found] = self.embed_faces(aligned.faces, batch_size)
         return embeddings
 
     def alignment_settings(self) -> tuple[str, int, float]:
         """(kind, side, margin) of the model's training faces, for :mod:`tfface_align.aligner`;
         a :class:`UserError` when the export records no alignment."""
-        alignment = self.alignment
-        if not alignment:
-            raise UserError(f"model: '{self.path}' records no alignment (its training data did not come from "
-                            f"tfface_align), so it cannot align photos the way it was trained; align them "
-                            f"yourself and embed without align")
+        from tfface_align.aligner import ALIGNMENTS
+
+        alignment = self.alignment or {}
+        if alignment.get("align") not in ALIGNMENTS:
+            made = f"on faces made as {alignment['align']!r}" if alignment else "on faces of unknown alignment"
+            raise UserError(f"model: '{self.path}' was trained {made}, not on faces cut from photos, so it cannot "
+                            f"find and align faces in photos; use a model made for real photos (e.g. python -m "
+                            f"tfface.export --pretrained dlib_resnet_v1 ...), or give faces already cut and do not align (compare --noalign; no --align elsewhere)")
         return alignment["align"], int(alignment["image_size"][0]), float(alignment.get("margin") or 0)
 
     def align_files(self, photos: Sequence[str | np.ndarray], batch_size: int = 16,
@@ -149,7 +165,8 @@ class Embedder:
         detector = detector or self.detector
         photos = list(photos)
         found = np.zeros(len(photos), bool)
-        faces, skipped = [], []
+        faces, boxes, skipped = [], [], []
+        bar = _progress(len(photos), "align", "photo")
         for start in range(0, len(photos), batch_size):
             chunk = photos[start:start + batch_size]
             loaded = [load_photo(p) if isinstance(p, str) else Photo(np.asarray(p, np.uint8), "ok", (), 1.0)
@@ -158,15 +175,18 @@ class Embedder:
                 if result.faces:
                     found[start + offset] = True
                     faces.append(result.faces[0].image)
+                    boxes.append(result.faces[0].box[:4])
                 else:
                     name = photo if isinstance(photo, str) else f"image #{start + offset}"
                     skipped.append((name, result.status.replace("_", " ")))
-            logging.log_every_n_seconds(logging.INFO, "aligned %d/%d photos", 10, start + len(chunk), len(photos))
+            bar.update(len(chunk))
+        bar.close()
         if skipped:
             logging.warning("no face aligned in %d of %d photos: %s", len(skipped), len(photos),
                             ", ".join(f"{name} ({why})" for name, why in skipped))
         height, width = (int(v) for v in self.alignment["image_size"])
-        return AlignedPhotos(np.stack(faces) if faces else np.zeros((0, height, width, 3), np.uint8), found, skipped)
+        return AlignedPhotos(np.stack(faces) if faces else np.zeros((0, height, width, 3), np.uint8), found, skipped,
+                             np.asarray(boxes, np.float64).reshape(-1, 4))
 
     @property
     def detector(self):

@@ -25,6 +25,7 @@ import numpy as np
 import tfface_align
 from tfface.data.tfrecord import write_json_atomic
 from tfface.core.errors import UserError, check_positive
+from tfface.recognition.annotate import draw_faces
 from tfface.recognition.facebank import FaceBank, beyond_threshold
 from tfface.recognition.inference import Embedder
 from tfface.recognition.faces import aligned_faces, embed_faces
@@ -184,17 +185,6 @@ def recognize_stream(capture: cv2.VideoCapture, recognizer: Recognizer, every_n_
 
 
 # ---------------------------------------------------------------------------------- outputs
-def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """Draws boxes and ``name distance`` labels on a BGR frame (in place; returned)."""
-    for face in faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
-        colour = (0, 0, 255) if face.name == "Unknown" else (0, 200, 0)
-        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
-        label = f"{face.name} {face.distance:.2f}"
-        cv2.putText(image, label, (x1, max(y1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
-    return image
-
-
 class VideoOutput:
     """A ``cv2.VideoWriter`` into a temporary file that becomes ``path`` when closed (atomic)."""
 

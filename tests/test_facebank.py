@@ -65,16 +65,17 @@ def test_files_are_atomic_checked_and_pickle_free(tmp_path):
     bank.remove_person("ann")
     bank.save(str(tmp_path))
     files = sorted(os.listdir(tmp_path))
-    assert len(files) == 2 and META_FILE in files and files != first  # old embeddings gone, no temporaries
+    # the removal merged into the first segment: one people file, one sums file, no temporaries
+    assert len(files) == 3 and META_FILE in files and files != first
     loaded = FaceBank.load(str(tmp_path))
     assert loaded.names == ["bob"] and loaded.counts == [3] and loaded.fingerprint == "fp-a"
     np.testing.assert_array_equal(loaded.sums, bank.sums)
 
     meta = json.loads((tmp_path / META_FILE).read_text())
-    npz = tmp_path / meta["embeddings_file"]
-    data = bytearray(npz.read_bytes())
-    data[-30] ^= 0xFF
-    npz.write_bytes(bytes(data))
+    npy = tmp_path / meta["segments"][0]["sums"]
+    data = bytearray(npy.read_bytes())
+    data[-3] ^= 0xFF
+    npy.write_bytes(bytes(data))
     with pytest.raises(UserError, match="changed after the bank was written"):
         FaceBank.load(str(tmp_path))
 
@@ -83,9 +84,9 @@ def test_files_are_atomic_checked_and_pickle_free(tmp_path):
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, sums=np.array([object()], dtype=object), counts=np.array([3]))
-    npz.write_bytes(buffer.getvalue())
-    meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    np.save(buffer, np.array([object()], dtype=object), allow_pickle=True)
+    npy.write_bytes(buffer.getvalue())
+    meta["segments"][0]["sums_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(UserError, match="cannot read"):
         FaceBank.load(str(tmp_path))
@@ -172,7 +173,8 @@ def test_cli_build_and_identify(orl_dir, model, tmp_path):
     loaded = FaceBank.load(bank, model)
     assert loaded.names == ["s1", "s2", "s3"] and loaded.counts == [5, 5, 5]
     photos = [fm.orl_path(orl_dir, 2, 1), fm.orl_path(orl_dir, 28, 1)]
-    out = run_cli("identify", *photos, "--facebank", bank, "--model", model.path, "--annotate", str(tmp_path / "seen"))
+    out = run_cli("identify", *photos, "--facebank", bank, "--model", model.path, "--annotate", str(tmp_path / "seen"),
+                  "--top_k", "3")
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith(orl_dir)]
     assert len(lines) == 2 and " s2 " in lines[0] and f" {UNKNOWN} " in lines[1], out.stdout
@@ -180,3 +182,8 @@ def test_cli_build_and_identify(orl_dir, model, tmp_path):
         drawn = cv2.imread(str(tmp_path / "seen" / name))  # both photos are named 1.pgm
         assert drawn.shape[:2] == images.load(photo).shape[:2]
         assert (np.abs(drawn.astype(int) - colour).sum(axis=2) < 90).sum() > 100  # the box and label drawn
+    others = [word.split(":")[0] for word in lines[0].split("]")[1].split()]
+    assert sorted(others) == ["s1", "s3"], out.stdout  # the two other people, nearest first
+    out = run_cli("remove", "nobody", "--facebank", bank)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert out.returncode == 2 and errors == ["error: remove: 'nobody' is not in the facebank (known: s1, s2, s3)"]

@@ -5,10 +5,14 @@
     tfface-facebank add NAME --from_camera 0 --facebank DIR --model MODEL
     tfface-facebank remove NAME --facebank DIR
     tfface-facebank list --facebank DIR
-    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T] [--annotate OUT_DIR]
+    tfface-facebank identify photo.jpg ... --facebank DIR --model MODEL [--threshold T] [--top_k K] [--annotate OUT_DIR]
+    tfface-facebank reindex --facebank DIR [--index SPEC]
 
 ``identify`` prints one line per face, ``<photo>: <name> <distance> [x1, y1, x2, y2]``, with
-``Unknown`` beyond the model's calibrated ``threshold.json`` (or ``--threshold``).
+``Unknown`` beyond the model's calibrated ``threshold.json`` (or ``--threshold``), then with
+``--top_k`` K > 1 the next nearest people as ``<name>:<distance>``. ``--index`` (build, reindex)
+picks what searches the bank: ``faiss`` (in process), ``milvus://HOST:PORT`` or a milvus-lite
+``FILE.db``; the bank remembers it. ``reindex`` rebuilds the search index from the bank.
 """
 from __future__ import annotations
 
@@ -29,13 +33,15 @@ flags.DEFINE_float("min_face_fraction", 0.2,
                    "add --from_camera: smallest face side, share of the frame's shorter side.")
 flags.DEFINE_float("min_sharpness", 100.0, "add --from_camera: smallest variance of the face's Laplacian.")
 flags.DEFINE_integer("min_face_size", 20, "MTCNN: smallest face to find, in pixels.")
+flags.DEFINE_string("index", None, "build, reindex: 'faiss' (default), 'milvus://HOST:PORT' or a milvus-lite FILE.db.")
+flags.DEFINE_integer("top_k", 1, "identify: also print the next nearest people up to this many.", lower_bound=1)
 flags.DEFINE_string("annotate", "", "identify: write each photo into this directory with its faces boxed, "
                     "named and their distances.")
 flags.DEFINE_float("min_quality", None, "build/add: skip faces whose quality score (the model's pre-normalisation "
                    "embedding norm, see docs/quality_heads.md) is below this; they are listed with their scores.")
 
 USAGE = ("usage: tfface-facebank build PHOTOS_DIR | add NAME [PHOTO...] | remove NAME | list | identify PHOTO... "
-         "--facebank DIR")
+         "| reindex --facebank DIR")
 
 
 def _embedder():
@@ -61,7 +67,7 @@ def _report(report) -> None:
 def build(args) -> None:
     if len(args) != 1:
         raise UserError("usage: tfface-facebank build PHOTOS_DIR --facebank DIR --model MODEL")
-    bank, report = FaceBank.build(args[0], _embedder(), _detector(), FLAGS.min_quality)
+    bank, report = FaceBank.build(args[0], _embedder(), _detector(), index=FLAGS.index, min_quality=FLAGS.min_quality)
     bank.save(FLAGS.facebank)
     _report(report)
     print(f"Facebank '{FLAGS.facebank}': {len(bank.names)} people")
@@ -115,7 +121,7 @@ def identify(args) -> None:
     bank = FaceBank.load(FLAGS.facebank, embedder)
     threshold, metric, source = model_threshold(embedder, FLAGS.threshold, int(FLAGS.distance_metric))
     print(f"threshold {threshold:g} (distance metric {metric}) from {source}")
-    recognizer = Recognizer(embedder, bank, threshold, metric, _detector(), flip=True)
+    recognizer = Recognizer(embedder, bank, threshold, metric, _detector(), flip=True, top_k=FLAGS.top_k)
     written: set[str] = set()
     for photo in args:
         image = images.load(photo)
@@ -123,7 +129,8 @@ def identify(args) -> None:
         if not faces:
             print(f"{photo}: no face")
         for face in faces:
-            print(f"{photo}: {face.name} {face.distance:.4f} {[round(v) for v in face.box]}")
+            also = "".join(f" {name}:{distance:.4f}" for name, distance in face.candidates)
+            print(f"{photo}: {face.name} {face.distance:.4f} {[round(v) for v in face.box]}{also}")
         if FLAGS.annotate:
             path = annotate.annotated_name(FLAGS.annotate, photo, written)
             annotate.write_image(path, annotate.draw_faces(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces))
@@ -131,7 +138,15 @@ def identify(args) -> None:
         print(f"Annotated photos: {FLAGS.annotate}")
 
 
-COMMANDS = {"build": build, "add": add, "remove": remove, "list": list_people, "identify": identify}
+def reindex(args) -> None:
+    bank = FaceBank.load(FLAGS.facebank, rebuild_index=True)
+    bank.index_spec = FLAGS.index or bank.index_spec
+    print(f"Facebank '{FLAGS.facebank}': {len(bank.names)} people searched by {bank.index_kind()}")
+    bank.save(FLAGS.facebank)
+
+
+COMMANDS = {"build": build, "add": add, "remove": remove, "list": list_people, "identify": identify,
+            "reindex": reindex}
 
 
 def main(argv) -> None:

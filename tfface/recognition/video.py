@@ -26,7 +26,7 @@ import tfface_align
 from tfface.data.tfrecord import write_json_atomic
 from tfface.core.errors import UserError, check_positive
 from tfface.recognition.annotate import draw_faces
-from tfface.recognition.facebank import FaceBank
+from tfface.recognition.facebank import FaceBank, beyond_threshold
 from tfface.recognition.inference import Embedder
 from tfface.recognition.faces import aligned_faces, embed_faces_with_quality
 
@@ -35,14 +35,16 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 
 class Face(NamedTuple):
     """A face in a frame: ``box`` (x1, y1, x2, y2) pixels, detector ``score``, ``name`` (or
-    ``Unknown``) and ``distance`` to that person's facebank embedding, and the face's
-    ``quality`` score (NaN for a model without a quality output)."""
+    ``Unknown``) and ``distance`` to that person's facebank embedding, the face's ``quality``
+    score (NaN for a model without a quality output) and ``candidates``: the (name, distance) of
+    the nearest people after the first, when asked for (``top_k``)."""
 
     box: tuple[float, float, float, float]
     score: float
     name: str
     distance: float
     quality: float = float("nan")
+    candidates: tuple[tuple[str, float], ...] = ()
 
     def as_json(self) -> dict:
         out = {"name": self.name, "distance": round(float(self.distance), 5),
@@ -106,14 +108,16 @@ class Recognizer:
         flip: embed each face with its mirror image too (slower, a little more accurate).
         best_frames: > 0 recognises a tracked face from its ``best_frames`` best-quality key
             frames so far (:class:`BestFrames`; the model needs a quality output).
+        top_k: also keep the next ``top_k - 1`` nearest people of each face (``Face.candidates``).
     """
 
     def __init__(self, embedder: Embedder, bank: FaceBank, threshold: float | None, distance_metric: int = 0,
-                 detector: tfface_align.MTCNN | None = None, flip: bool = False, best_frames: int = 0):
+                 detector: tfface_align.MTCNN | None = None, flip: bool = False, best_frames: int = 0,
+                 top_k: int = 1):
         bank.check_model(embedder)
         self.embedder, self.bank, self.threshold, self.distance_metric = embedder, bank, threshold, distance_metric
         self.detector = detector or tfface_align.MTCNN()
-        self.flip = flip
+        self.flip, self.top_k = flip, top_k
         if best_frames:
             embedder.check_quality("--best_frames")
         self.best = BestFrames(best_frames) if best_frames > 0 else None
@@ -131,11 +135,14 @@ class Recognizer:
             starts = np.cumsum([0] + [len(kept) for _, kept in aligned])
             embeddings = np.concatenate([self.best.update(boxes[a:b], embeddings[a:b], quality[a:b])
                                          for a, b in zip(starts[:-1], starts[1:])])
-        names, distances = self.bank.identify(embeddings, self.threshold, self.distance_metric)
+        nearest, distances = self.bank.search(embeddings, self.top_k, self.distance_metric)
+        names = beyond_threshold([n[0] for n in nearest], distances[:, 0], self.threshold)
         results, start = [], 0
         for f, (_, kept) in zip(found, aligned):
-            results.append([Face(boxes[start + i], float(f.boxes[k, 4]), names[start + i], float(distances[start + i]),
-                                 float(quality[start + i])) for i, k in enumerate(kept)])
+            results.append([Face(boxes[start + i], float(f.boxes[k, 4]), names[start + i], float(distances[start + i, 0]),
+                                 float(quality[start + i]),
+                                 tuple(zip(nearest[start + i][1:], distances[start + i, 1:].tolist())))
+                            for i, k in enumerate(kept)])
             start += len(kept)
         return results
 

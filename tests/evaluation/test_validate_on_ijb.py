@@ -91,6 +91,6 @@ def test_a_model_without_alignment_is_refused(ijb_mini, exported_model, tmp_path
     data = json.loads(meta.read_text())
     data.pop("alignment")
     meta.write_text(json.dumps(data))
-    with pytest.raises(UserError, match=r"records no alignment") as error:
+    with pytest.raises(UserError, match=r"trained on faces of unknown alignment") as error:
         embed_release(load_embedder(str(model)), read_release(ijb_mini[0], "IJBC"), str(tmp_path / "cache"))
     assert "\n" not in str(error.value) and not (tmp_path / "cache").exists()

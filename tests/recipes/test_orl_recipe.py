@@ -1,6 +1,7 @@
-"""The ORL recipe, shortened: real photos aligned, a real training run, people it never saw.
+"""The ORL recipe as a user runs it: real photos aligned, a real training run, people it never saw.
 
-One run of ``python -m tfface.recipes.orl`` (fewer training steps than the full recipe) must
+One run of ``python -m tfface.recipes.orl`` (its full 400 steps: a 150-step run verified at 0.851,
+below raw pixels' 0.862, on a Xeon host, while the full run gives 0.902 there as on AVX2 hosts) must
 beat raw pixels at verifying the 10 unseen people; its export then goes through the command
 lines a user runs next: classifier TRAIN -> CLASSIFY, validate_on_lfw, and validate_on_lfw
 --align on the colour photos of testdata/faces, which must reproduce the recipe's own transfer
@@ -19,7 +20,6 @@ from tfface.evaluation.pairs import make_pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-SHORT = "--max_nrof_epochs=3"  # 150 of the recipe's 400 steps
 
 
 def _run(module, *args):
@@ -34,7 +34,7 @@ def _accuracy(stdout: str) -> float:
 @pytest.fixture(scope="module")
 def recipe(orl_dir, faces_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("orl")
-    proc = _run("tfface.recipes.orl", f"--output_dir={out}", f"--orl_dir={orl_dir}", f"--train_overrides={SHORT}",
+    proc = _run("tfface.recipes.orl", f"--output_dir={out}", f"--orl_dir={orl_dir}",
                 f"--transfer_pairs={os.path.join(faces_dir, 'pairs.csv')}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out / "results.json") as f:

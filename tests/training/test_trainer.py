@@ -94,7 +94,8 @@ def test_mixed_precision_counts_skipped_steps(data, tmp_path):
 
 
 def test_backbones_without_dropout_reject_keep_probability_below_one():
-    assert {n for n in list_backbones() if has_dropout(n)} == {"inception_resnet_v1", "ir_50", "ir_100", "ir_se_50", "ir_se_100"}
+    assert {n for n in list_backbones() if has_dropout(n)} == {
+        "inception_resnet_v1", "ir_50", "ir_100", "ir_se_50", "ir_se_100", *(f"iresnet{d}" for d in (18, 34, 50, 100, 200))}
     for name in (n for n in list_backbones() if not has_dropout(n)):
         with pytest.raises(ValueError, match=f"backbone '{name}' has no dropout: keep_probability must be 1.0, got 0.8"):
             get_backbone(name, keep_probability=0.8)

@@ -21,7 +21,7 @@ IR_UNITS: dict[int, tuple[int, int, int, int]] = {
     100: (3, 13, 30, 3),
     152: (3, 8, 36, 3),
 }
-_STAGE_FILTERS = (64, 128, 256, 512)
+STAGE_FILTERS = (64, 128, 256, 512)
 _BN_EPS = 1e-5  # PyTorch default, as in the seed
 _BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1
 _SE_REDUCTION = 16
@@ -111,7 +111,7 @@ class InsightFaceIR(Backbone):
         x = conv2d(inputs, 64, 3, 1, 1, name="input_conv", use_bias=False)
         x = _bn(x, "input_bn")
         x = prelu(x, "input_prelu")
-        for stage, (filters, units) in enumerate(zip(_STAGE_FILTERS, IR_UNITS[depth]), start=1):
+        for stage, (filters, units) in enumerate(zip(STAGE_FILTERS, IR_UNITS[depth]), start=1):
             for unit in range(units):
                 x = _ir_unit(x, filters, 2 if unit == 0 else 1, se, f"stage{stage}_unit{unit + 1}")
         x = _bn(x, "output_bn")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfface.models.insightface_ir import check_resnet_arguments
+from tfface.models.insightface_ir import STAGE_FILTERS, check_resnet_arguments
 from tfface.models.layers import Backbone, BatchNormalization, conv2d, prelu
 from tfface.models.registry import register_backbone
 
@@ -25,7 +25,6 @@ IRESNET_UNITS: dict[int, tuple[int, int, int, int]] = {
     100: (3, 13, 30, 3),
     200: (6, 26, 60, 6),
 }
-STAGE_FILTERS = (64, 128, 256, 512)
 BN_EPS = 1e-5
 _BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1
 
